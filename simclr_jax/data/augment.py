@@ -1,0 +1,291 @@
+"""SimCLR's image augmentations as stateless TF ops.
+
+Every random choice is drawn from `tf.random.stateless_*` with an explicit
+seed, so an augmented view is a pure function of (image, seed). The pipeline
+derives that seed from (config.seed, position in the stream, view), which is
+what makes resuming a run bit-exact and lets tests look at the sampled
+decisions directly.
+
+Images enter as uint8/float tensors [h, w, c] (c = 1 or 3) or as a scalar
+string of encoded bytes; JPEG bytes are cropped while decoding, so the full
+image is never decoded. Outputs are float32 [size, size, 3] in [0, 1] with no
+mean/std normalisation (the model normalises, as in the official code).
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+# Decisions drawn per view, in the order the seed is split.
+_DECISIONS = ('flip', 'jitter', 'order', 'brightness', 'contrast',
+              'saturation', 'hue', 'drop', 'blur', 'sigma')
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentParams:
+  """config.augment with the 'auto' (None) fields resolved for a size."""
+  crop_area_min: float
+  crop_area_max: float
+  crop_aspect_min: float
+  crop_aspect_max: float
+  crop_min_object_covered: float
+  crop_max_attempts: int
+  flip_prob: float
+  color_jitter_prob: float
+  color_jitter_strength: float
+  color_drop_prob: float
+  use_blur: bool
+  blur_prob: float
+  blur_sigma_min: float
+  blur_sigma_max: float
+  eval_crop_proportion: float
+
+
+def resolve(cfg, image_size):
+  """Fills config.augment's auto fields: small images get weaker colour, no blur."""
+  if isinstance(cfg, AugmentParams):
+    return cfg
+  small = image_size <= 32
+  strength = cfg.color_jitter_strength
+  use_blur = cfg.use_blur
+  return AugmentParams(
+      crop_area_min=float(cfg.crop_area_min),
+      crop_area_max=float(cfg.crop_area_max),
+      crop_aspect_min=float(cfg.crop_aspect_min),
+      crop_aspect_max=float(cfg.crop_aspect_max),
+      crop_min_object_covered=float(cfg.crop_min_object_covered),
+      crop_max_attempts=int(cfg.crop_max_attempts),
+      flip_prob=float(cfg.flip_prob),
+      color_jitter_prob=float(cfg.color_jitter_prob),
+      color_jitter_strength=float(
+          (0.5 if small else 1.0) if strength is None else strength),
+      color_drop_prob=float(cfg.color_drop_prob),
+      use_blur=bool((not small) if use_blur is None else use_blur),
+      blur_prob=float(cfg.blur_prob),
+      blur_sigma_min=float(cfg.blur_sigma_min),
+      blur_sigma_max=float(cfg.blur_sigma_max),
+      eval_crop_proportion=float(cfg.eval_crop_proportion),
+  )
+
+
+def validate(cfg, image_size):
+  """Raises ValueError for augmentation settings TF would reject mid-run."""
+  p = resolve(cfg, image_size)
+  if not 0 < p.crop_area_min <= p.crop_area_max <= 1:
+    raise ValueError('config.augment needs 0 < crop_area_min <= crop_area_max '
+                     f'<= 1, got {p.crop_area_min}, {p.crop_area_max}.')
+  if not 0 < p.crop_aspect_min <= p.crop_aspect_max:
+    raise ValueError('config.augment needs 0 < crop_aspect_min <= '
+                     f'crop_aspect_max, got {p.crop_aspect_min}, '
+                     f'{p.crop_aspect_max}.')
+  for name in ('flip_prob', 'color_jitter_prob', 'color_drop_prob',
+               'blur_prob'):
+    if not 0 <= getattr(p, name) <= 1:
+      raise ValueError(f'config.augment.{name} must be in [0, 1], got '
+                       f'{getattr(p, name)}.')
+  if not 0 < p.blur_sigma_min <= p.blur_sigma_max:
+    raise ValueError('config.augment needs 0 < blur_sigma_min <= '
+                     'blur_sigma_max.')
+  if not 0 < p.eval_crop_proportion <= 1:
+    raise ValueError('config.augment.eval_crop_proportion must be in (0, 1].')
+  if p.color_jitter_strength < 0:
+    raise ValueError('config.augment.color_jitter_strength must be >= 0.')
+
+
+def to_float_rgb(image):
+  """uint8/float [h, w, 1 or 3] -> float32 [h, w, 3] in [0, 1]."""
+  image = tf.image.convert_image_dtype(image, tf.float32)
+  if image.shape[-1] == 1:
+    image = tf.image.grayscale_to_rgb(image)
+  return image
+
+
+def _decode(image_bytes):
+  image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+  image.set_shape([None, None, 3])
+  return image
+
+
+def _decode_and_crop(image, window_fn):
+  """Crops the window window_fn([h, w]) -> [y, x, h, w] out of the image.
+
+  Encoded JPEG bytes are decoded only inside the window (the header gives the
+  shape); other encodings are decoded, then cropped.
+  """
+  def crop(decoded):
+    window = window_fn(tf.shape(decoded)[:2])
+    return tf.image.crop_to_bounding_box(decoded, *tf.unstack(window))
+
+  if image.dtype != tf.string:
+    return crop(image)
+
+  def jpeg():
+    window = window_fn(tf.io.extract_jpeg_shape(image)[:2])
+    return tf.image.decode_and_crop_jpeg(image, window, channels=3)
+
+  cropped = tf.cond(tf.io.is_jpeg(image), jpeg, lambda: crop(_decode(image)))
+  cropped.set_shape([None, None, 3])
+  return cropped
+
+
+def _resize(image, image_size):
+  """Bicubic resize (skipped when already at size); bicubic overshoots, so clip."""
+  def resize():
+    resized = tf.image.resize(image, [image_size, image_size], method='bicubic')
+    return tf.clip_by_value(resized, 0.0, 1.0)
+  shape = tf.shape(image)
+  at_size = tf.logical_and(shape[0] == image_size, shape[1] == image_size)
+  resized = tf.cond(at_size, lambda: image, resize)
+  resized.set_shape([image_size, image_size, 3])
+  return resized
+
+
+def sample_crop_window(seed, image_shape, cfg, image_size=224):
+  """SimCLR's random crop box [y, x, h, w] for an image of shape [h, w]."""
+  p = resolve(cfg, image_size)
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.concat([tf.cast(image_shape[:2], tf.int32), [3]], axis=0),
+      bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+      seed=seed,
+      min_object_covered=p.crop_min_object_covered,
+      aspect_ratio_range=(p.crop_aspect_min, p.crop_aspect_max),
+      area_range=(p.crop_area_min, p.crop_area_max),
+      max_attempts=p.crop_max_attempts,
+      use_image_if_no_bounding_boxes=True)
+  return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+
+def random_crop_and_resize(image, seed, cfg, image_size):
+  """Inception-style crop (area/aspect from cfg), then resize to image_size."""
+  cropped = _decode_and_crop(
+      image, lambda shape: sample_crop_window(seed, shape, cfg, image_size))
+  return _resize(to_float_rgb(cropped), image_size)
+
+
+def sample_decisions(seed, cfg, image_size):
+  """All random choices of one pretraining view except the crop box.
+
+  Returns a dict of scalar tensors (and `order`, a permutation of the four
+  colour-jitter ops). Exposed so tests can check the rates of each choice.
+  """
+  p = resolve(cfg, image_size)
+  seeds = dict(zip(_DECISIONS,
+                   tf.unstack(tf.random.experimental.stateless_split(
+                       seed, len(_DECISIONS)))))
+
+  def uniform(name, low=0.0, high=1.0, shape=()):
+    return tf.random.stateless_uniform(shape, seeds[name], low, high)
+
+  def coin(name, prob):
+    return uniform(name) < prob
+
+  s = p.color_jitter_strength
+  return {
+      'flip': coin('flip', p.flip_prob),
+      'jitter': coin('jitter', p.color_jitter_prob),
+      # argsort of iid uniforms is a uniformly random permutation.
+      'order': tf.argsort(uniform('order', shape=(4,)), output_type=tf.int32),
+      'brightness': uniform('brightness', max(0.0, 1 - 0.8 * s), 1 + 0.8 * s),
+      'contrast': uniform('contrast', max(0.0, 1 - 0.8 * s), 1 + 0.8 * s),
+      'saturation': uniform('saturation', max(0.0, 1 - 0.8 * s), 1 + 0.8 * s),
+      'hue': uniform('hue', -0.2 * s, 0.2 * s),
+      'drop': coin('drop', p.color_drop_prob),
+      'blur': tf.logical_and(p.use_blur, coin('blur', p.blur_prob)),
+      'sigma': uniform('sigma', p.blur_sigma_min, p.blur_sigma_max),
+  }
+
+
+def color_jitter(image, decisions):
+  """Brightness, contrast, saturation, hue in the sampled order, clipping each."""
+  ops = [
+      lambda x: x * decisions['brightness'],
+      lambda x: tf.image.adjust_contrast(x, decisions['contrast']),
+      lambda x: tf.image.adjust_saturation(x, decisions['saturation']),
+      lambda x: tf.image.adjust_hue(x, decisions['hue']),
+  ]
+  for step in range(4):
+    image = tf.switch_case(decisions['order'][step], ops)
+    image = tf.clip_by_value(image, 0.0, 1.0)
+  return image
+
+
+def to_grayscale(image):
+  return tf.tile(tf.image.rgb_to_grayscale(image), [1, 1, 3])
+
+
+def gaussian_blur(image, sigma, kernel_size):
+  """Separable Gaussian blur with reflect padding (no dark borders)."""
+  radius = kernel_size // 2
+  if radius == 0:
+    return image
+  x = tf.range(-radius, radius + 1, dtype=tf.float32)
+  kernel = tf.exp(-tf.square(x) / (2.0 * tf.square(tf.cast(sigma, tf.float32))))
+  kernel /= tf.reduce_sum(kernel)
+  channels = image.shape[-1]
+  vertical = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
+  horizontal = tf.reshape(vertical, [1, -1, channels, 1])
+  padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius],
+                                [0, 0]], mode='REFLECT')
+  blurred = tf.nn.depthwise_conv2d(padded, vertical, [1, 1, 1, 1], 'VALID')
+  blurred = tf.nn.depthwise_conv2d(blurred, horizontal, [1, 1, 1, 1], 'VALID')
+  return tf.clip_by_value(blurred[0], 0.0, 1.0)
+
+
+def blur_kernel_size(image_size):
+  """10% of the image side, made odd (as the official code)."""
+  return (image_size // 10) // 2 * 2 + 1
+
+
+def _flip(image, flip):
+  return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+
+
+def augment_pretrain(image, seed, cfg, image_size):
+  """One SimCLR view: crop, flip, colour jitter, colour drop, blur."""
+  crop_seed, decision_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 2))
+  decisions = sample_decisions(decision_seed, cfg, image_size)
+  image = random_crop_and_resize(image, crop_seed, cfg, image_size)
+  image = _flip(image, decisions['flip'])
+  image = tf.cond(decisions['jitter'], lambda: color_jitter(image, decisions),
+                  lambda: image)
+  image = tf.cond(decisions['drop'], lambda: to_grayscale(image),
+                  lambda: image)
+  kernel_size = blur_kernel_size(image_size)
+  image = tf.cond(
+      decisions['blur'],
+      lambda: gaussian_blur(image, decisions['sigma'], kernel_size),
+      lambda: image)
+  return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def augment_finetune(image, seed, cfg, image_size):
+  """Supervised training view: crop and flip only (as the official code)."""
+  crop_seed, flip_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 2))
+  image = random_crop_and_resize(image, crop_seed, cfg, image_size)
+  flip = tf.random.stateless_uniform((), flip_seed) < resolve(
+      cfg, image_size).flip_prob
+  return tf.ensure_shape(_flip(image, flip), [image_size, image_size, 3])
+
+
+def center_crop_window(image_shape, proportion):
+  """Centred square window [y, x, h, w] covering `proportion` of the short side."""
+  height, width = tf.unstack(tf.cast(image_shape[:2], tf.int32))
+  side = tf.cast(tf.math.rint(
+      proportion * tf.cast(tf.minimum(height, width), tf.float32)), tf.int32)
+  side = tf.maximum(side, 1)
+  return tf.stack([(height - side + 1) // 2, (width - side + 1) // 2, side,
+                   side])
+
+
+def preprocess_eval(image, cfg, image_size):
+  """Deterministic eval view: centre crop (skipped for <= 32 px), resize."""
+  if image_size <= 32:
+    if image.dtype == tf.string:
+      image = _decode(image)
+    return _resize(to_float_rgb(image), image_size)
+  proportion = resolve(cfg, image_size).eval_crop_proportion
+  cropped = _decode_and_crop(
+      image, lambda shape: center_crop_window(shape, proportion))
+  return _resize(to_float_rgb(cropped), image_size)

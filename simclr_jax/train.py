@@ -1,0 +1,480 @@
+"""The one trainer: pretraining, fine-tuning, linear evaluation, distillation.
+
+`train_and_evaluate(config, workdir)` is the library entry point (usable from
+a notebook); `main.py` only parses flags. The mode's `Objective` decides the
+loss, the views and the heads; this file owns the step, the loop, logging,
+checkpoints and evaluation, shared by every mode.
+"""
+
+import dataclasses
+import signal
+import threading
+import time
+from typing import Any, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, periodic_actions
+from flax import struct
+
+from simclr_jax import checkpoint, data, losses, models, objectives, optim
+from simclr_jax import parallel
+from simclr_jax import config_validation
+from simclr_jax.parallel import DATA_AXIS
+
+NONFINITE_METRICS = {1: 'loss', 2: 'grad_norm'}
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  # SimCLRv2 memory: {'params', 'batch_stats', 'queue'} of the EMA encoder,
+  # or {} when config.memory.size == 0.
+  memory: Any
+  # [skipped steps, step of the last non-finite one, metric id (1 loss, 2 grad)]
+  nonfinite: jax.Array
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything a run needs, built and validated before anything compiles."""
+  config: ml_collections.ConfigDict
+  info: Any
+  model: Any
+  model_config: ml_collections.ConfigDict
+  objective: Optional[objectives.Objective]
+  mesh: Any
+  total_steps: int
+  warmup_steps: int
+  schedule: Any
+  init_weights: Optional[dict] = None
+  teacher: Optional[tuple] = None   # (model, host variables)
+
+
+def model_config_for_mode(config) -> ml_collections.ConfigDict:
+  """config.model, adjusted for linear evaluation (frozen encoder, head on h)."""
+  model_config = ml_collections.ConfigDict(config.model.to_dict())
+  if config.mode == 'linear_eval':
+    model_config.fine_tune_after_block = 4
+    model_config.ft_proj_selector = 0
+  return model_config
+
+
+def build_model_for(model_config, config, num_classes, *, mode=None):
+  mode = mode or config.mode
+  return models.build_model(
+      model_config, num_classes=num_classes, image_size=config.image_size,
+      bn_axis_name=DATA_AXIS if model_config.global_bn else None,
+      linear_probe=(mode == 'pretrain' and
+                    config.train.lineareval_while_pretraining),
+      supervised_head=mode in ('finetune', 'linear_eval', 'distill'))
+
+
+def build_experiment(config, workdir: Optional[str] = None) -> Experiment:
+  """Validates the config and builds model, data info, schedule and teacher."""
+  config_validation.validate_or_raise(config, workdir=workdir)
+  info = data.get_dataset_info(config)
+  model_config = model_config_for_mode(config)
+  model = build_model_for(model_config, config, info.num_classes)
+  objective = objectives.for_mode(config)
+  mesh = parallel.make_mesh()
+  num_examples = (info.num_train_labelled
+                  if config.mode in ('finetune', 'linear_eval')
+                  else info.num_train_examples)
+  total, warmup = optim.schedule_steps(
+      num_examples, config.train.batch_size, config.train.epochs,
+      config.train.warmup_epochs, config.train.steps)
+  peak = optim.scaled_learning_rate(config.train.learning_rate,
+                                    config.train.batch_size,
+                                    config.train.lr_scaling)
+  exp = Experiment(config=config, info=info, model=model,
+                   model_config=model_config, objective=objective, mesh=mesh,
+                   total_steps=total, warmup_steps=warmup,
+                   schedule=optim.learning_rate_schedule(peak, total, warmup))
+  if config.init_checkpoint:
+    exp.init_weights = checkpoint.load_weights(config.init_checkpoint)
+  if config.mode == 'distill':
+    exp.teacher = load_teacher(config, info.num_classes)
+  return exp
+
+
+def load_teacher(config, num_classes):
+  """The frozen fine-tuned teacher: its own architecture, from its workdir."""
+  loaded = checkpoint.load_weights(config.distill.teacher_checkpoint)
+  teacher_config = loaded['config']
+  if 'sup_head' not in loaded['params']:
+    raise ValueError(
+        f'config.distill.teacher_checkpoint={config.distill.teacher_checkpoint!r}'
+        ' has no supervised head: the teacher must come from a finetune run.')
+  teacher_classes = np.shape(loaded['params']['sup_head']['kernel'])[-1]
+  if teacher_classes != num_classes:
+    raise ValueError(
+        f'The teacher predicts {teacher_classes} classes but dataset '
+        f'{config.dataset!r} has {num_classes}.')
+  teacher_model = build_model_for(
+      ml_collections.ConfigDict(teacher_config.model.to_dict()), config,
+      num_classes, mode='finetune')
+  variables = {'params': loaded['params'], 'batch_stats': loaded['batch_stats']}
+  return teacher_model, variables
+
+
+def _init_variables(exp: Experiment, rng):
+  shape = (1, exp.config.image_size, exp.config.image_size, 3)
+  return exp.model.init(rng, jnp.zeros(shape, jnp.float32), train=False)
+
+
+def make_optimizer(exp: Experiment, params):
+  trainable = models.trainable_mask(params, exp.model_config)
+  if exp.config.mode == 'linear_eval':
+    # Only the linear head learns; the projection head is unused.
+    trainable = {k: jax.tree.map(lambda _: k == 'sup_head', v)
+                 for k, v in trainable.items()}
+  return optim.make_optimizer(exp.config.train, exp.schedule, params,
+                              trainable)
+
+
+def create_train_state(exp: Experiment) -> TrainState:
+  """Initialises (or loads init_checkpoint into) a state replicated on the mesh."""
+  config = exp.config
+  rng = jax.random.key(config.seed)
+  variables = jax.eval_shape(lambda: _init_variables(exp, rng))
+  tx = make_optimizer(exp, variables['params'])
+  memory_size = config.memory.size if config.mode == 'pretrain' else 0
+  out_dim = (config.model.proj_out_dim
+             if config.model.proj_head_mode != 'none'
+             else models.encoder_output_dim(exp.model_config))
+
+  def init(init_params, init_stats):
+    variables = _init_variables(exp, rng)
+    params = variables['params']
+    stats = variables.get('batch_stats', {})
+    if init_params is not None:
+      params, stats = init_params, init_stats
+    memory = {}
+    if memory_size:
+      memory = {'params': params, 'batch_stats': stats,
+                'queue': jnp.zeros((memory_size, out_dim), jnp.float32)}
+    return TrainState(step=jnp.int32(0), params=params, batch_stats=stats,
+                      opt_state=tx.init(params), memory=memory,
+                      nonfinite=jnp.zeros((3,), jnp.int32))
+
+  init_params = init_stats = None
+  if exp.init_weights is not None:
+    what = f'config.init_checkpoint={config.init_checkpoint!r}'
+    fresh = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), variables)
+    init_params = checkpoint.merge_weights(
+        fresh['params'], exp.init_weights['params'], what=what)
+    init_stats = checkpoint.merge_weights(
+        fresh.get('batch_stats', {}), exp.init_weights['batch_stats'], what=what)
+    if 'encoder' not in exp.init_weights['params']:
+      raise ValueError(f'{what} holds no encoder weights.')
+  replicated = parallel.replicated(exp.mesh)
+  return jax.jit(init, out_shardings=replicated)(init_params, init_stats)
+
+
+def make_train_step(exp: Experiment):
+  """The per-device step, wrapped in jit(shard_map) with the state donated."""
+  config, model, objective = exp.config, exp.model, exp.objective
+  tx = make_optimizer(exp, jax.eval_shape(
+      lambda: _init_variables(exp, jax.random.key(0)))['params'])
+  head_l2 = config.train.weight_decay if config.train.optimizer == 'lars' else 0.
+  teacher_model = exp.teacher[0] if exp.teacher else None
+  memory_decay = config.memory.ema_decay
+
+  def step(state: TrainState, batch, teacher_variables):
+    images = batch['images']
+    b, views = images.shape[:2]
+    # View-major: [all first views; all second views], as the official code.
+    x = jnp.swapaxes(images, 0, 1).reshape((views * b,) + images.shape[2:])
+    extras = {}
+    if teacher_model is not None:
+      extras['teacher_logits'] = teacher_model.apply(
+          teacher_variables, x, train=False)['sup_logits']
+    if state.memory:
+      extras['queue'] = state.memory['queue']
+
+    def loss_fn(params):
+      out, mutated = model.apply(
+          {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
+          mutable=['batch_stats'])
+      loss, metrics = objective.loss_fn(out, batch, extras, DATA_AXIS)
+      if head_l2:
+        loss = loss + optim.head_l2_penalty(params, head_l2)
+      return loss, (metrics, mutated.get('batch_stats', {}))
+
+    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    grads = jax.lax.pmean(grads, DATA_AXIS)
+    loss = jax.lax.pmean(loss, DATA_AXIS)
+    metrics = jax.lax.pmean(metrics, DATA_AXIS)
+    # Identical already with global BN; averaged across devices otherwise.
+    batch_stats = jax.lax.pmean(batch_stats, DATA_AXIS)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    memory = state.memory
+    if memory:
+      memory = _update_memory(model, memory, params, batch_stats, x, b,
+                              memory_decay)
+    grad_norm = optax.global_norm(grads)
+    finite_loss = jnp.isfinite(loss)
+    ok = finite_loss & jnp.isfinite(grad_norm)
+    new = state.replace(params=params, batch_stats=batch_stats,
+                        opt_state=opt_state, memory=memory)
+    kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+    nonfinite = jnp.where(
+        ok, state.nonfinite,
+        jnp.stack([state.nonfinite[0] + 1, state.step + 1,
+                   jnp.where(finite_loss, 2, 1)]).astype(jnp.int32))
+    kept = kept.replace(step=state.step + 1, nonfinite=nonfinite)
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
+                   learning_rate=exp.schedule(state.step),
+                   param_norm=optax.global_norm(params))
+    return kept, metrics
+
+  return parallel.shard_step(step, exp.mesh, batch_argnums=(1,), num_args=3,
+                             donate_argnums=(0,))
+
+
+def _update_memory(model, memory, params, batch_stats, x, b, decay):
+  """EMA of the weights, and the newest global keys pushed onto the queue."""
+  ema = jax.tree.map(lambda e, p: decay * e + (1. - decay) * p,
+                     {'params': memory['params'], 'batch_stats': memory['batch_stats']},
+                     {'params': params, 'batch_stats': batch_stats})
+  keys = model.apply(ema, x[:b], train=False)['z']
+  keys = losses._l2_normalize(keys.astype(jnp.float32))  # pylint: disable=protected-access
+  keys = jax.lax.all_gather(keys, DATA_AXIS, axis=0, tiled=True)
+  queue = memory['queue']
+  queue = jnp.concatenate([keys, queue], axis=0)[:queue.shape[0]]
+  return dict(ema, queue=jax.lax.stop_gradient(queue))
+
+
+def make_eval_step(exp: Experiment, logits_key: str):
+  """Per-device forward in inference mode; returns globally summed counts."""
+  model = exp.model
+  k = min(5, exp.info.num_classes)
+
+  def step(variables, batch):
+    out = model.apply(variables, batch['images'][:, 0], train=False)
+    logits, labels, mask = out[logits_key], batch['labels'], batch['mask']
+    sums = {'top1': jnp.sum(losses.topk_correct(logits, labels, 1) * mask),
+            'top5': jnp.sum(losses.topk_correct(logits, labels, k) * mask),
+            'count': jnp.sum(mask)}
+    return jax.lax.psum(sums, DATA_AXIS)
+
+  return parallel.shard_step(step, exp.mesh, batch_argnums=(1,), num_args=2)
+
+
+def evaluate(exp: Experiment, state: TrainState, eval_step=None,
+             split: Optional[str] = None) -> dict:
+  """Top-1 / top-5 accuracy of the mode's classifier on a split."""
+  key = exp.objective.logits_key if exp.objective else _logits_key(state.params)
+  eval_step = eval_step or make_eval_step(exp, key)
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  totals = None
+  for batch in parallel.prefetch(
+      exp.mesh, data.make_eval_iterator(exp.config, split=split)):
+    sums = eval_step(variables, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = max(float(totals['count']), 1.0)
+  return {'top1': float(totals['top1']) / count,
+          'top5': float(totals['top5']) / count, 'count': int(totals['count'])}
+
+
+def _logits_key(params):
+  return 'sup_logits' if 'sup_head' in params else 'probe_logits'
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      try:
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+        return bool(multihost_utils.reached_preemption_sync_point(step)) or (
+            self.requested)
+      except Exception:  # pylint: disable=broad-except
+        return self.requested
+    return self.requested
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _flush_metrics(window, step, writer, config):
+  """Fetches a window of per-step metrics (one host sync) and writes means."""
+  fetched = jax.device_get(window)
+  summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+  summary['learning_rate'] = float(fetched[-1]['learning_rate'])
+  writer.write_scalars(step, {'train/' + k: v for k, v in summary.items()})
+  return summary
+
+
+def _check_nonfinite(state, config, seen: int) -> int:
+  skipped, bad_step, which = (int(v) for v in jax.device_get(state.nonfinite))
+  if skipped > seen:
+    metric = NONFINITE_METRICS.get(which, 'loss')
+    if config.train.nonfinite == 'stop':
+      raise FloatingPointError(
+          f'Non-finite {metric} at step {bad_step}: the run is stopped and that '
+          'step was not applied; the last good checkpoint is kept. Set '
+          "config.train.nonfinite='skip' to skip such steps instead.")
+    logging.warning('Non-finite %s at step %d: step skipped (%d skipped so '
+                    'far).', metric, bad_step, skipped)
+  return skipped
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs config.mode in `workdir`, resuming from its checkpoints. Returns the
+  final evaluation (and a few run facts) as a dict."""
+  exp = build_experiment(config, workdir)
+  if config.mode == 'eval':
+    return run_eval(exp, workdir)
+  if config.mode == 'export':
+    raise ValueError("mode='export' is run by `simclr-jax export` / "
+                     'simclr_jax.export.export_workdir.')
+  is_main = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=not is_main, asynchronous=True)
+  checkpoint.write_config(workdir, config)
+  manager = checkpoint.make_manager(workdir, keep=config.train.keep_checkpoints)
+
+  state = create_train_state(exp)
+  restored, restored_step = checkpoint.restore_latest(manager, state)
+  if restored is not None:
+    state = restored
+    logging.info('Resumed from %s at step %d.', manager.directory, restored_step)
+  start_step = int(jax.device_get(state.step))
+  total = exp.total_steps
+  logging.info('Mode %s: %d steps (%d warm-up), global batch %d on %d devices, '
+               'from step %d.', config.mode, total, exp.warmup_steps,
+               config.train.batch_size, jax.device_count(), start_step)
+
+  train_step = make_train_step(exp)
+  eval_step = (make_eval_step(exp, exp.objective.logits_key)
+               if getattr(exp.info, 'num_eval_examples', 0) else None)
+  teacher_variables = (parallel.replicate(exp.mesh, exp.teacher[1])
+                       if exp.teacher else {})
+  hooks = []
+  if is_main:
+    hooks.append(periodic_actions.ReportProgress(
+        num_train_steps=total, writer=writer,
+        every_steps=config.train.log_every_steps))
+    if config.train.profile:
+      hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=5))
+
+  batches = parallel.prefetch(exp.mesh, data.make_train_iterator(
+      config, start_step=start_step))
+  window, summary, seen_nonfinite = [], {}, int(jax.device_get(state.nonfinite)[0])
+  preempted = False
+  t0 = time.time()
+  with _Preemption() as preemption:
+    for step in range(start_step + 1, total + 1):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        state, metrics = train_step(state, next(batches), teacher_variables)
+      window.append(metrics)
+      for hook in hooks:
+        hook(step)
+      last = step == total
+      if step % config.train.log_every_steps == 0 or last:
+        seen_nonfinite = _check_nonfinite(state, config, seen_nonfinite)
+        summary = _flush_metrics(window, step, writer, config)
+        window = []
+        if step == start_step + config.train.log_every_steps or last:
+          _log_compiles(train_step)
+      if (config.train.eval_every_steps and eval_step is not None and
+          step % config.train.eval_every_steps == 0 and not last):
+        results = evaluate(exp, state, eval_step)
+        writer.write_scalars(step, {'eval/' + k: v for k, v in results.items()})
+      if step % config.train.checkpoint_every_steps == 0 or last:
+        checkpoint.save(manager, step, state)
+      if preemption.should_stop(step) and not last:
+        _check_nonfinite(state, config, seen_nonfinite)
+        checkpoint.save(manager, step, state, force=True)
+        manager.wait_until_finished()
+        logging.warning('Preemption requested: saved a checkpoint at step %d '
+                        'in %s; exiting cleanly. Rerun the same command to '
+                        'resume.', step, manager.directory)
+        preempted = True
+        break
+  manager.wait_until_finished()
+  train_seconds = time.time() - t0
+  result = {'step': int(jax.device_get(state.step)), 'preempted': preempted,
+            'train_seconds': train_seconds,
+            'train_compiles': _compile_count(train_step)}
+  result.update({'train/' + k: v for k, v in summary.items()})
+  if not preempted and eval_step is not None:
+    results = evaluate(exp, state, eval_step)
+    writer.write_scalars(result['step'], {'eval/' + k: v for k, v in results.items()})
+    result.update({'eval/' + k: v for k, v in results.items()})
+    what = {'pretrain': 'linear-probe', 'distill': 'student'}.get(
+        config.mode, config.mode)
+    logging.info('Final %s top-1 on %s: %.4f (top-5 %.4f, %d examples).', what,
+                 config.eval_split, results['top1'], results['top5'],
+                 results['count'])
+  writer.flush()
+  manager.close()
+  return result
+
+
+def _compile_count(jitted) -> int:
+  try:
+    return int(jitted._cache_size())  # pylint: disable=protected-access
+  except Exception:  # pylint: disable=broad-except
+    return -1
+
+
+def _log_compiles(jitted):
+  n = _compile_count(jitted)
+  if n > 1:
+    logging.warning('The train step compiled %d times; expected once.', n)
+  else:
+    logging.info('The train step compiled %d time(s).', n)
+
+
+def run_eval(exp: Experiment, workdir: str) -> dict:
+  """mode=eval: accuracy of a checkpoint (init_checkpoint, else the workdir)."""
+  config = exp.config
+  if exp.init_weights is None:
+    exp.init_weights = checkpoint.load_weights(workdir)
+  params = exp.init_weights['params']
+  key = _logits_key(params)
+  source_config = exp.init_weights['config']
+  if source_config is not None:
+    mc = ml_collections.ConfigDict(source_config.model.to_dict())
+    exp.model_config = mc
+    exp.model = build_model_for(mc, config, exp.info.num_classes,
+                                mode=source_config.mode)
+  variables = {'params': params, 'batch_stats': exp.init_weights['batch_stats']}
+  variables = parallel.replicate(exp.mesh, variables)
+  state = TrainState(step=None, params=variables['params'],
+                     batch_stats=variables['batch_stats'], opt_state=None,
+                     memory={}, nonfinite=None)
+  results = evaluate(exp, state, make_eval_step(exp, key))
+  logging.info('Eval of %s on %s: top-1 %.4f, top-5 %.4f (%d examples).',
+               config.init_checkpoint or workdir, config.eval_split,
+               results['top1'], results['top5'], results['count'])
+  return {'eval/' + k: v for k, v in results.items()}

@@ -1,0 +1,14 @@
+"""Test setup: 8 fake CPU devices, set before JAX starts; no network."""
+
+import os
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8').strip()
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ['NO_GCE_CHECK'] = 'true'
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+# tf.data must not grab the accelerator (there is none) or every core.
+tf.config.set_visible_devices([], 'GPU')

@@ -1,0 +1,445 @@
+"""Tests of the ResNet encoder, the heads and the composite SimCLR model.
+
+Forward passes use tiny widths and small images; big models only go through
+`jax.eval_shape`, which allocates nothing.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from configs import default
+from simclr_jax import models
+from simclr_jax.models import heads
+from simclr_jax.models import resnet
+
+
+def model_config(**overrides):
+  config = default.get_config().model
+  config.update(overrides)
+  return config
+
+
+def build(image_size=32, num_classes=10, bn_axis_name=None,
+          linear_probe=False, supervised_head=False, **overrides):
+  return models.build_model(
+      model_config(**overrides), num_classes=num_classes,
+      image_size=image_size, bn_axis_name=bn_axis_name,
+      linear_probe=linear_probe, supervised_head=supervised_head)
+
+
+def count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
+
+def abstract_variables(model, image_size, batch=1):
+  images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3),
+                                jnp.float32)
+  return jax.eval_shape(
+      lambda x: model.init(jax.random.key(0), x, train=False), images)
+
+
+def images(batch=4, size=32, seed=0):
+  return jax.random.normal(jax.random.key(seed), (batch, size, size, 3))
+
+
+# --------------------------------------------------------------------------
+# Fidelity: SimCLRv2 (Chen et al. 2020b, Table 1 / official README) sizes.
+# --------------------------------------------------------------------------
+
+# (depth, width, selective kernels, published millions of parameters).
+SIMCLRV2_PARAMS = [
+    (50, 1, False, 24), (50, 1, True, 35),
+    (50, 2, False, 94), (50, 2, True, 140),
+    (101, 1, False, 43), (101, 1, True, 65),
+    (101, 2, False, 170), (101, 2, True, 257),
+    (152, 1, False, 58), (152, 1, True, 89),
+    (152, 2, False, 233), (152, 2, True, 354),
+    (152, 3, True, 795),
+]
+
+
+@pytest.mark.parametrize('depth,width,sk,published', SIMCLRV2_PARAMS)
+def test_encoder_parameter_count_matches_simclrv2(depth, width, sk, published):
+  """The published counts are the encoder's *variables*: trainable parameters
+  plus the BN moving mean/variance, without projection or supervised heads
+  (the count of a TF checkpoint's encoder). Candidates tried: trainable only
+  fails (R101-1x 42.50M is -1.2%; R152-2x 232.25M and R152-2x+SK 353.40M round
+  to the wrong million); adding the projection head (+9..36%) or a 1000-class
+  head (+0.7..6.7%) is far off. With BN statistics all 13 round to the
+  published million and all are within 1%, except R50-1x (23.56M vs 24M,
+  -1.8%) where 1% is below the table's rounding, so the tolerance is
+  max(1%, 0.5M).
+  """
+  model = build(image_size=224, depth=depth, width_multiplier=width,
+                sk_ratio=0.0625 if sk else 0.0, num_proj_layers=3)
+  variables = abstract_variables(model, 224)
+  total = (count(variables['params']['encoder']) +
+           count(variables['batch_stats']['encoder']))
+  millions = total / 1e6
+  assert round(millions) == published
+  assert abs(millions - published) <= max(0.01 * published, 0.5)
+
+
+# --------------------------------------------------------------------------
+# Shapes.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('depth', sorted(resnet.BLOCKS_PER_GROUP))
+@pytest.mark.parametrize('sk_ratio', [0.0, 0.0625])
+@pytest.mark.parametrize('image_size', [32, 224])
+def test_output_shapes(depth, sk_ratio, image_size):
+  batch, width = 2, 2.0
+  model = build(image_size=image_size, depth=depth, width_multiplier=width,
+                sk_ratio=sk_ratio, num_proj_layers=3, supervised_head=True,
+                linear_probe=True, ft_proj_selector=1, num_classes=7)
+  assert model.cifar_stem == (image_size <= 32)
+  x = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)
+  variables = abstract_variables(model, image_size, batch)
+  out = jax.eval_shape(
+      functools.partial(model.apply, train=True, mutable=['batch_stats']),
+      variables, x)[0]
+
+  dim = models.encoder_output_dim(model_config(depth=depth,
+                                               width_multiplier=width))
+  assert dim == (4096 if depth >= 50 else 1024)
+  assert out['h'].shape == (batch, dim)
+  assert [p.shape for p in out['proj']] == [(batch, dim)] * 3 + [(batch, 128)]
+  assert out['z'].shape == (batch, 128)
+  assert out['sup_logits'].shape == (batch, 7)
+  assert out['probe_logits'].shape == (batch, 7)
+  for leaf in jax.tree_util.tree_leaves(out):
+    assert leaf.dtype == jnp.float32
+
+  encoder = resnet.ResNet(depth=depth, width_multiplier=width,
+                          sk_ratio=sk_ratio, cifar_stem=image_size <= 32)
+  _, blocks = jax.eval_shape(
+      functools.partial(encoder.apply, return_blocks=True),
+      {'params': variables['params']['encoder'],
+       'batch_stats': variables['batch_stats']['encoder']}, x)
+  first = image_size if image_size <= 32 else image_size // 4
+  expansion = 4 if depth >= 50 else 1
+  assert blocks['stem'].shape[1:3] == (first, first)
+  for k, filters in enumerate(resnet.GROUP_FILTERS, start=1):
+    size = first // 2**(k - 1)
+    assert blocks[f'block_group{k}'].shape == (
+        batch, size, size, expansion * int(filters * width))
+
+
+@pytest.mark.parametrize('sk_ratio', [0.0, 0.0625])
+@pytest.mark.parametrize('image_size', [33, 45, 97])
+def test_odd_image_sizes_keep_branch_and_shortcut_aligned(sk_ratio,
+                                                          image_size):
+  """Strided convs and the ResNet-D average pool both give ceil(n / 2)."""
+  model = build(image_size=image_size, depth=50, sk_ratio=sk_ratio,
+                width_multiplier=0.125)
+  variables = abstract_variables(model, image_size)
+  assert 'stem' in variables['params']['encoder']
+
+
+def test_tiny_forward_with_sk_and_se():
+  """Real numbers through every optional block (ResNet-D stem, SK, SE)."""
+  model = build(image_size=40, depth=50, width_multiplier=0.125,
+                sk_ratio=0.0625, se_ratio=0.25, num_proj_layers=3,
+                supervised_head=True, linear_probe=True)
+  x = images(size=40)
+  variables = model.init(jax.random.key(0), x, train=False)
+  out, updates = model.apply(variables, x, train=True,
+                             mutable=['batch_stats'])
+  assert out['h'].shape == (4, 256)
+  for leaf in jax.tree_util.tree_leaves(out):
+    assert np.all(np.isfinite(leaf))
+  block = variables['params']['encoder']['block_group1']['block1']
+  assert set(block) == {'shortcut', 'conv1', 'bn1', 'sk', 'conv3', 'bn3', 'se'}
+  # ResNet-D stem: int(32w), int(32w), int(64w) channels.
+  stem = variables['params']['encoder']['stem']
+  assert [stem[f'conv{i}']['conv']['kernel'].shape[-1]
+          for i in (1, 2, 3)] == [4, 4, 8]
+  # Training updated the running statistics.
+  before = jax.tree_util.tree_leaves(variables['batch_stats'])
+  after = jax.tree_util.tree_leaves(updates['batch_stats'])
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
+def test_initializers_match_official():
+  model = build(depth=18, width_multiplier=1.0)
+  params = model.init(jax.random.key(0), images(batch=1), train=False)[
+      'params']
+  kernel = params['encoder']['block_group4']['block2']['conv2']['conv'][
+      'kernel']
+  fan_in = 3 * 3 * kernel.shape[2]
+  # VarianceScaling(1.0, fan_in, truncated_normal): std sqrt(1 / fan_in).
+  np.testing.assert_allclose(np.std(kernel), np.sqrt(1 / fan_in), rtol=0.03)
+  dense = params['proj_head']['dense1']['kernel']
+  np.testing.assert_allclose(np.std(dense), 0.01, rtol=0.03)
+
+
+# --------------------------------------------------------------------------
+# Residual blocks start as their shortcut.
+# --------------------------------------------------------------------------
+
+
+def _block_kwargs(train):
+  return dict(
+      conv=functools.partial(resnet.Conv),
+      norm=functools.partial(nn_batch_norm, use_running_average=not train))
+
+
+def nn_batch_norm(**kwargs):
+  return nn.BatchNorm(momentum=resnet.BN_MOMENTUM, epsilon=resnet.BN_EPSILON,
+                      **kwargs)
+
+
+@pytest.mark.parametrize('block_cls,filters', [(resnet.BottleneckBlock, 4),
+                                               (resnet.BasicBlock, 16)])
+@pytest.mark.parametrize('sk_ratio', [0.0, 0.0625])
+@pytest.mark.parametrize('train', [False, True])
+def test_fresh_identity_block_is_relu(block_cls, filters, sk_ratio, train):
+  block = block_cls(filters, 1, use_projection=False, sk_ratio=sk_ratio,
+                    se_ratio=0.0, **_block_kwargs(train))
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 16))
+  variables = block.init(jax.random.key(0), x)
+  out = block.apply(variables, x, mutable=['batch_stats'])[0]
+  np.testing.assert_allclose(out, jax.nn.relu(x), atol=1e-6)
+  last_bn = 'bn3' if block_cls is resnet.BottleneckBlock else 'bn2'
+  assert not np.any(variables['params'][last_bn]['scale'])
+
+
+# --------------------------------------------------------------------------
+# Heads.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('mode,num_layers,widths', [
+    ('none', 3, [24]),
+    ('linear', 3, [24, 16]),
+    ('nonlinear', 1, [24, 16]),
+    ('nonlinear', 2, [24, 24, 16]),
+    ('nonlinear', 3, [24, 24, 24, 16]),
+])
+def test_projection_head_outputs(mode, num_layers, widths):
+  head = heads.ProjectionHead(mode=mode, num_layers=num_layers, out_dim=16)
+  h = jax.random.normal(jax.random.key(0), (8, 24))
+  variables = head.init(jax.random.key(1), h)
+  outputs, _ = head.apply(variables, h, train=True, mutable=['batch_stats'])
+  assert [o.shape[-1] for o in outputs] == widths
+  np.testing.assert_array_equal(outputs[0], h)
+  params = variables.get('params', {})
+  for i in range(1, len(widths)):
+    assert 'bias' not in params[f'dense{i}']
+    # Only the middle layers' BN has a beta; the output BN has none.
+    assert ('bias' in params[f'bn{i}']) == (i < len(widths) - 1)
+  for middle in outputs[1:-1]:
+    assert np.all(middle >= 0)  # ReLU after the middle layers only.
+  if len(outputs) > 1:
+    assert np.any(outputs[-1] < 0)
+
+
+def test_heads_attach_where_configured():
+  model = build(depth=18, width_multiplier=0.125, num_proj_layers=3,
+                ft_proj_selector=2, supervised_head=True, linear_probe=True,
+                zero_init_logits_layer=True)
+  x = images()
+  variables = model.init(jax.random.key(0), x, train=False)
+  assert set(variables['params']) == {'encoder', 'proj_head', 'sup_head',
+                                      'probe_head'}
+  assert variables['params']['sup_head']['dense']['kernel'].shape == (64, 10)
+  assert not np.any(variables['params']['sup_head']['dense']['kernel'])
+  out = model.apply(variables, x, train=False)
+  np.testing.assert_array_equal(out['z'], out['proj'][-1])
+  np.testing.assert_array_equal(out['h'], out['proj'][0])
+
+  none = build(depth=18, width_multiplier=0.125, proj_head_mode='none')
+  variables = none.init(jax.random.key(0), x, train=False)
+  out = none.apply(variables, x, train=False)
+  assert set(variables['params']) == {'encoder'}
+  assert len(out['proj']) == 1
+  np.testing.assert_array_equal(out['z'], out['h'])
+  assert 'sup_logits' not in out and 'probe_logits' not in out
+
+
+# --------------------------------------------------------------------------
+# Global batch norm across devices.
+# --------------------------------------------------------------------------
+
+
+def test_global_bn_under_shard_map_matches_single_device():
+  if jax.device_count() < 8:
+    pytest.skip('needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
+  mesh = jax.make_mesh((8,), ('batch',))
+  kwargs = dict(depth=18, width_multiplier=0.125, sk_ratio=0.0625,
+                num_proj_layers=3, supervised_head=True, linear_probe=True)
+  sharded = build(bn_axis_name='batch', global_bn=True, **kwargs)
+  local = build(bn_axis_name='batch', global_bn=False, **kwargs)
+  assert local.bn_axis_name is None and sharded.bn_axis_name == 'batch'
+
+  x = images(batch=16, size=16)
+  variables = local.init(jax.random.key(0), x, train=False)
+  step = lambda m, v, x: m.apply(v, x, train=True, mutable=['batch_stats'])
+  expected = jax.jit(functools.partial(step, local))(variables, x)
+  got = jax.jit(jax.shard_map(
+      functools.partial(step, sharded), mesh=mesh,
+      in_specs=(P(), P('batch')), out_specs=(P('batch'), P())))(variables, x)
+
+  # Compare outputs (batch-sharded) and the updated running statistics,
+  # which are replicated: out_specs P() type-checks because pmean'd
+  # statistics do not vary across the axis.
+  jax.tree_util.tree_map(
+      functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-4),
+      jax.device_get(got), jax.device_get(expected))
+
+  # Per-device BN differs (sanity check that the comparison is meaningful).
+  per_device = jax.jit(jax.shard_map(
+      functools.partial(step, local), mesh=mesh, in_specs=(P(), P('batch')),
+      out_specs=P('batch'), check_vma=False))
+  assert not np.allclose(per_device(variables, x)[0]['z'], expected[0]['z'],
+                         atol=1e-3)
+
+
+# --------------------------------------------------------------------------
+# Mixed precision.
+# --------------------------------------------------------------------------
+
+
+def test_bfloat16_compute_float32_params_and_outputs():
+  model = build(depth=18, width_multiplier=0.125, sk_ratio=0.0625,
+                supervised_head=True, linear_probe=True, dtype='bfloat16')
+  x = images()
+  variables = model.init(jax.random.key(0), x, train=False)
+  out, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  for leaf in jax.tree_util.tree_leaves((variables, updates)):
+    assert leaf.dtype == jnp.float32
+  for leaf in jax.tree_util.tree_leaves(out):
+    assert leaf.dtype == jnp.float32
+    assert np.all(np.isfinite(leaf))
+  _, blocks = resnet.ResNet(depth=18, width_multiplier=0.125,
+                            cifar_stem=True, dtype=jnp.bfloat16).apply(
+                                {'params': variables['params']['encoder'],
+                                 'batch_stats':
+                                     variables['batch_stats']['encoder']},
+                                x, return_blocks=True)
+  assert blocks['block_group4'].dtype == jnp.bfloat16
+
+
+def test_bfloat16_batch_norm_reduces_in_float32():
+  """flax BatchNorm promotes its statistics to >= float32 (`_compute_stats`).
+
+  Summing 4096 bfloat16 values near 1.5 in bfloat16 would stall around 256
+  (8 mantissa bits), so exact statistics prove float32 accumulation.
+  """
+  norm = nn_batch_norm(use_running_average=False, dtype=jnp.bfloat16)
+  x = jnp.tile(jnp.array([1.0, 2.0], jnp.bfloat16), 2048)[:, None]
+  variables = norm.init(jax.random.key(0), x)
+  _, updates = norm.apply(variables, x, mutable=['batch_stats'])
+  stats = updates['batch_stats']
+  np.testing.assert_allclose(stats['mean'], [0.1 * 1.5], rtol=1e-6)
+  np.testing.assert_allclose(stats['var'], [0.9 + 0.1 * 0.25], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Freezing for fine-tuning.
+# --------------------------------------------------------------------------
+
+
+def _stage(path):
+  return models._encoder_stage(path)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('fine_tune_after_block', [-1, 2, 4])
+def test_fine_tune_after_block_freezes_prefix(fine_tune_after_block):
+  model = build(depth=18, width_multiplier=0.125, num_proj_layers=3,
+                ft_proj_selector=1, supervised_head=True, linear_probe=True,
+                fine_tune_after_block=fine_tune_after_block)
+  x = images()
+  variables = model.init(jax.random.key(0), x, train=False)
+  # Unit gammas so that every trainable leaf receives gradient (zero-init
+  # gammas would block the convs in front of them).
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, v: jnp.ones_like(v) if path[-1].key == 'scale' else v,
+      variables['params'])
+  weights = jax.random.normal(jax.random.key(2), (3, 4, 128))
+
+  def loss_fn(params):
+    out, updates = model.apply(
+        {'params': params, 'batch_stats': variables['batch_stats']}, x,
+        train=True, mutable=['batch_stats'])
+    loss = (jnp.sum(weights[0, :, :10] * out['sup_logits']) +
+            jnp.sum(weights[1, :, :10] * out['probe_logits']) +
+            jnp.sum(weights[2] * out['z']))
+    return loss, updates
+
+  grads, updates = jax.jit(jax.grad(loss_fn, has_aux=True))(params)
+  mask = models.trainable_mask(params, model_config(
+      fine_tune_after_block=fine_tune_after_block))
+
+  def check(path, grad, trainable):
+    stage = _stage(path)
+    frozen = stage is not None and stage <= fine_tune_after_block
+    assert trainable == (not frozen), path
+    assert np.any(grad != 0) == trainable, path
+
+  jax.tree_util.tree_map_with_path(check, grads, mask)
+
+  # Frozen BN runs in inference mode: its running statistics stay put.
+  def check_stats(path, old, new):
+    stage = _stage(path)
+    frozen = stage is not None and stage <= fine_tune_after_block
+    assert np.array_equal(old, new) == frozen, path
+
+  jax.tree_util.tree_map_with_path(
+      check_stats, variables['batch_stats'], updates['batch_stats'])
+
+
+def test_trainable_mask_paths():
+  params = {'encoder': {'stem': {'w': 0}, 'block_group1': {'w': 0},
+                        'block_group3': {'w': 0}},
+            'proj_head': {'w': 0}, 'sup_head': {'w': 0}}
+  mask = models.trainable_mask(params, model_config(fine_tune_after_block=1))
+  assert mask == {'encoder': {'stem': {'w': False},
+                              'block_group1': {'w': False},
+                              'block_group3': {'w': True}},
+                  'proj_head': {'w': True}, 'sup_head': {'w': True}}
+  full = models.trainable_mask({'params': params}, model_config(
+      fine_tune_after_block=4))
+  assert not any(jax.tree_util.tree_leaves(full['params']['encoder']))
+  assert all(jax.tree_util.tree_leaves(
+      models.trainable_mask(params, model_config())))
+
+
+# --------------------------------------------------------------------------
+# Config validation.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('field,value', [
+    ('depth', 42),
+    ('width_multiplier', 0.0),
+    ('width_multiplier', -1.0),
+    ('sk_ratio', -0.1),
+    ('se_ratio', -0.1),
+    ('proj_head_mode', 'mlp'),
+    ('num_proj_layers', 0),
+    ('ft_proj_selector', 3),
+    ('ft_proj_selector', -1),
+    ('fine_tune_after_block', 5),
+    ('fine_tune_after_block', -2),
+    ('dtype', 'float8'),
+])
+def test_bad_config_raises(field, value):
+  with pytest.raises(ValueError, match=field):
+    build(**{field: value})
+
+
+def test_ft_proj_selector_range_follows_head_mode():
+  build(proj_head_mode='linear', ft_proj_selector=1)
+  with pytest.raises(ValueError, match='ft_proj_selector'):
+    build(proj_head_mode='linear', ft_proj_selector=2)
+  with pytest.raises(ValueError, match='ft_proj_selector'):
+    build(proj_head_mode='none', ft_proj_selector=1)
+  build(proj_head_mode='nonlinear', num_proj_layers=3, ft_proj_selector=3)
