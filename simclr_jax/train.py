@@ -388,7 +388,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   batches = parallel.prefetch(exp.mesh, data.make_train_iterator(
       config, start_step=start_step))
-  window, summary, seen_nonfinite = [], {}, int(jax.device_get(state.nonfinite)[0])
+  window, summary, history = [], {}, []
+  seen_nonfinite = int(jax.device_get(state.nonfinite)[0])
   preempted = False
   t0 = time.time()
   with _Preemption() as preemption:
@@ -402,6 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if step % config.train.log_every_steps == 0 or last:
         seen_nonfinite = _check_nonfinite(state, config, seen_nonfinite)
         summary = _flush_metrics(window, step, writer, config)
+        history.append(dict(summary, step=step))
         window = []
         if step == start_step + config.train.log_every_steps or last:
           _log_compiles(train_step)
@@ -422,7 +424,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         break
   manager.wait_until_finished()
   train_seconds = time.time() - t0
-  result = {'step': int(jax.device_get(state.step)), 'preempted': preempted,
+  result = {'step': int(jax.device_get(state.step)), 'start_step': start_step,
+            'preempted': preempted, 'history': history,
             'train_seconds': train_seconds,
             'train_compiles': _compile_count(train_step)}
   result.update({'train/' + k: v for k, v in summary.items()})

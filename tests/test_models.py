@@ -44,6 +44,17 @@ def abstract_variables(model, image_size, batch=1):
       lambda x: model.init(jax.random.key(0), x, train=False), images)
 
 
+def init(model, x):
+  """Jitted init (eager flax runs op by op, much slower on CPU)."""
+  return jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)
+
+
+def train_step(model, variables, x, mutable=('batch_stats',)):
+  """Jitted forward pass in training mode: (outputs, updated collections)."""
+  return jax.jit(lambda v, x: model.apply(v, x, train=True,
+                                          mutable=list(mutable)))(variables, x)
+
+
 def images(batch=4, size=32, seed=0):
   return jax.random.normal(jax.random.key(seed), (batch, size, size, 3))
 
@@ -101,10 +112,10 @@ def test_output_shapes(depth, sk_ratio, image_size):
                 linear_probe=True, ft_proj_selector=1, num_classes=7)
   assert model.cifar_stem == (image_size <= 32)
   x = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)
-  variables = abstract_variables(model, image_size, batch)
-  out = jax.eval_shape(
-      functools.partial(model.apply, train=True, mutable=['batch_stats']),
-      variables, x)[0]
+  # One trace gives outputs, variables and (captured) block-group outputs.
+  out, variables = jax.eval_shape(
+      lambda x: model.init_with_output(jax.random.key(0), x, train=False,
+                                       capture_intermediates=True), x)
 
   dim = models.encoder_output_dim(model_config(depth=depth,
                                                width_multiplier=width))
@@ -117,19 +128,26 @@ def test_output_shapes(depth, sk_ratio, image_size):
   for leaf in jax.tree_util.tree_leaves(out):
     assert leaf.dtype == jnp.float32
 
-  encoder = resnet.ResNet(depth=depth, width_multiplier=width,
-                          sk_ratio=sk_ratio, cifar_stem=image_size <= 32)
-  _, blocks = jax.eval_shape(
-      functools.partial(encoder.apply, return_blocks=True),
-      {'params': variables['params']['encoder'],
-       'batch_stats': variables['batch_stats']['encoder']}, x)
+  blocks = variables['intermediates']['encoder']
   first = image_size if image_size <= 32 else image_size // 4
   expansion = 4 if depth >= 50 else 1
-  assert blocks['stem'].shape[1:3] == (first, first)
+  assert blocks['stem']['__call__'][0].shape[1:3] == (first, first)
   for k, filters in enumerate(resnet.GROUP_FILTERS, start=1):
     size = first // 2**(k - 1)
-    assert blocks[f'block_group{k}'].shape == (
+    assert blocks[f'block_group{k}']['__call__'][0].shape == (
         batch, size, size, expansion * int(filters * width))
+
+
+def test_return_blocks():
+  encoder = resnet.ResNet(depth=18, width_multiplier=0.125, cifar_stem=True)
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  variables = jax.eval_shape(encoder.init, jax.random.key(0), x)
+  h, blocks = jax.eval_shape(
+      functools.partial(encoder.apply, return_blocks=True), variables, x)
+  assert h.shape == (2, 64)
+  assert sorted(blocks) == ['block_group1', 'block_group2', 'block_group3',
+                            'block_group4', 'stem']
+  assert blocks['block_group4'].shape == (2, 4, 4, 64)
 
 
 @pytest.mark.parametrize('sk_ratio', [0.0, 0.0625])
@@ -149,9 +167,8 @@ def test_tiny_forward_with_sk_and_se():
                 sk_ratio=0.0625, se_ratio=0.25, num_proj_layers=3,
                 supervised_head=True, linear_probe=True)
   x = images(size=40)
-  variables = model.init(jax.random.key(0), x, train=False)
-  out, updates = model.apply(variables, x, train=True,
-                             mutable=['batch_stats'])
+  variables = init(model, x)
+  out, updates = train_step(model, variables, x)
   assert out['h'].shape == (4, 256)
   for leaf in jax.tree_util.tree_leaves(out):
     assert np.all(np.isfinite(leaf))
@@ -169,8 +186,7 @@ def test_tiny_forward_with_sk_and_se():
 
 def test_initializers_match_official():
   model = build(depth=18, width_multiplier=1.0)
-  params = model.init(jax.random.key(0), images(batch=1), train=False)[
-      'params']
+  params = init(model, images(batch=1))['params']
   kernel = params['encoder']['block_group4']['block2']['conv2']['conv'][
       'kernel']
   fan_in = 3 * 3 * kernel.shape[2]
@@ -246,18 +262,18 @@ def test_heads_attach_where_configured():
                 ft_proj_selector=2, supervised_head=True, linear_probe=True,
                 zero_init_logits_layer=True)
   x = images()
-  variables = model.init(jax.random.key(0), x, train=False)
+  variables = init(model, x)
   assert set(variables['params']) == {'encoder', 'proj_head', 'sup_head',
                                       'probe_head'}
   assert variables['params']['sup_head']['dense']['kernel'].shape == (64, 10)
   assert not np.any(variables['params']['sup_head']['dense']['kernel'])
-  out = model.apply(variables, x, train=False)
+  out, _ = train_step(model, variables, x)
   np.testing.assert_array_equal(out['z'], out['proj'][-1])
   np.testing.assert_array_equal(out['h'], out['proj'][0])
 
   none = build(depth=18, width_multiplier=0.125, proj_head_mode='none')
-  variables = none.init(jax.random.key(0), x, train=False)
-  out = none.apply(variables, x, train=False)
+  variables = init(none, x)
+  out, _ = train_step(none, variables, x)
   assert set(variables['params']) == {'encoder'}
   assert len(out['proj']) == 1
   np.testing.assert_array_equal(out['z'], out['h'])
@@ -272,7 +288,7 @@ def test_heads_attach_where_configured():
 def test_global_bn_under_shard_map_matches_single_device():
   if jax.device_count() < 8:
     pytest.skip('needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
-  mesh = jax.make_mesh((8,), ('batch',))
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), ('batch',))
   kwargs = dict(depth=18, width_multiplier=0.125, sk_ratio=0.0625,
                 num_proj_layers=3, supervised_head=True, linear_probe=True)
   sharded = build(bn_axis_name='batch', global_bn=True, **kwargs)
@@ -280,7 +296,7 @@ def test_global_bn_under_shard_map_matches_single_device():
   assert local.bn_axis_name is None and sharded.bn_axis_name == 'batch'
 
   x = images(batch=16, size=16)
-  variables = local.init(jax.random.key(0), x, train=False)
+  variables = init(local, x)
   step = lambda m, v, x: m.apply(v, x, train=True, mutable=['batch_stats'])
   expected = jax.jit(functools.partial(step, local))(variables, x)
   got = jax.jit(jax.shard_map(
@@ -311,20 +327,18 @@ def test_bfloat16_compute_float32_params_and_outputs():
   model = build(depth=18, width_multiplier=0.125, sk_ratio=0.0625,
                 supervised_head=True, linear_probe=True, dtype='bfloat16')
   x = images()
-  variables = model.init(jax.random.key(0), x, train=False)
-  out, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  variables = init(model, x)
+  out, updates = train_step(model, variables, x,
+                            mutable=('batch_stats', 'intermediates'))
+  intermediates = updates.pop('intermediates')
   for leaf in jax.tree_util.tree_leaves((variables, updates)):
     assert leaf.dtype == jnp.float32
   for leaf in jax.tree_util.tree_leaves(out):
     assert leaf.dtype == jnp.float32
     assert np.all(np.isfinite(leaf))
-  _, blocks = resnet.ResNet(depth=18, width_multiplier=0.125,
-                            cifar_stem=True, dtype=jnp.bfloat16).apply(
-                                {'params': variables['params']['encoder'],
-                                 'batch_stats':
-                                     variables['batch_stats']['encoder']},
-                                x, return_blocks=True)
-  assert blocks['block_group4'].dtype == jnp.bfloat16
+  # The encoder itself computes in bfloat16.
+  block_out = intermediates['encoder']['block_group4']['__call__'][0]
+  assert block_out.dtype == jnp.bfloat16
 
 
 def test_bfloat16_batch_norm_reduces_in_float32():
@@ -357,7 +371,7 @@ def test_fine_tune_after_block_freezes_prefix(fine_tune_after_block):
                 ft_proj_selector=1, supervised_head=True, linear_probe=True,
                 fine_tune_after_block=fine_tune_after_block)
   x = images()
-  variables = model.init(jax.random.key(0), x, train=False)
+  variables = init(model, x)
   # Unit gammas so that every trainable leaf receives gradient (zero-init
   # gammas would block the convs in front of them).
   params = jax.tree_util.tree_map_with_path(

@@ -13,6 +13,7 @@ mean/std normalisation (the model normalises, as in the official code).
 """
 
 import dataclasses
+import functools
 
 import tensorflow as tf
 
@@ -184,7 +185,7 @@ def sample_decisions(seed, cfg, image_size):
       'flip': coin('flip', p.flip_prob),
       'jitter': coin('jitter', p.color_jitter_prob),
       # argsort of iid uniforms is a uniformly random permutation.
-      'order': tf.argsort(uniform('order', shape=(4,)), output_type=tf.int32),
+      'order': tf.argsort(uniform('order', shape=(4,))),
       'brightness': uniform('brightness', max(0.0, 1 - 0.8 * s), 1 + 0.8 * s),
       'contrast': uniform('contrast', max(0.0, 1 - 0.8 * s), 1 + 0.8 * s),
       'saturation': uniform('saturation', max(0.0, 1 - 0.8 * s), 1 + 0.8 * s),
@@ -204,7 +205,8 @@ def color_jitter(image, decisions):
       lambda x: tf.image.adjust_hue(x, decisions['hue']),
   ]
   for step in range(4):
-    image = tf.switch_case(decisions['order'][step], ops)
+    image = tf.switch_case(decisions['order'][step],
+                           [functools.partial(op, image) for op in ops])
     image = tf.clip_by_value(image, 0.0, 1.0)
   return image
 

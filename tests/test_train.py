@@ -1,0 +1,128 @@
+"""The trainer end to end on digits with a tiny ResNet, and the data-parallel
+equivalence users care about: N devices == 1 device on the same global batch."""
+
+import dataclasses
+import glob
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import digits
+from simclr_jax import parallel, train
+from simclr_jax.config_validation import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def tiny_config(data_dir, **train_overrides):
+  config = digits.get_config('runlocal')
+  config.data_dir = data_dir
+  config.model.width_multiplier = 0.125
+  config.train.batch_size = 32
+  config.train.eval_batch_size = 64
+  config.train.warmup_epochs = 0
+  config.train.update(train_overrides)
+  return config
+
+
+def _flat(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_sharded_step_equals_one_device(data_dir):
+  """Loss, gradients (via the update), BN statistics: 8x4 == 2x16 == 1x32."""
+  config = tiny_config(data_dir)
+  exp = train.build_experiment(config)
+  rng = np.random.default_rng(0)
+  batch = {'images': rng.uniform(size=(32, 2, 16, 16, 3)).astype(np.float32),
+           'labels': rng.integers(0, 10, size=32).astype(np.int32),
+           'label_mask': (rng.uniform(size=32) < 0.7).astype(np.float32)}
+  results = {}
+  for n in (8, 2, 1):
+    exp_n = dataclasses.replace(exp, mesh=parallel.make_mesh(jax.devices()[:n]))
+    state = train.create_train_state(exp_n)
+    step = train.make_train_step(exp_n)
+    new_state, metrics = step(state, parallel.global_batch(exp_n.mesh, batch), {})
+    results[n] = (jax.device_get(metrics), _flat(new_state.params),
+                  _flat(new_state.batch_stats))
+  metrics_1, params_1, stats_1 = results[1]
+  assert metrics_1['loss'] > 0 and metrics_1['grad_norm'] > 0
+  for n in (8, 2):
+    metrics_n, params_n, stats_n = results[n]
+    for key in ('loss', 'contrast_loss', 'probe_loss', 'grad_norm',
+                'contrast_acc'):
+      np.testing.assert_allclose(metrics_n[key], metrics_1[key], rtol=2e-5,
+                                 err_msg=f'{key} with {n} devices')
+    for a, b in zip(params_n, params_1):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(stats_n, stats_1):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  # The step moved the weights (not a vacuous comparison).
+  init = _flat(train.create_train_state(exp).params)
+  assert max(np.abs(a - b).max() for a, b in zip(params_1, init)) > 1e-4
+
+
+def test_pretrain_end_to_end_and_resume(data_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(data_dir, steps=4, log_every_steps=2,
+                       checkpoint_every_steps=2)
+  first = train.train_and_evaluate(config, workdir)
+  assert first['step'] == 4
+  assert first['train_compiles'] == 1
+  assert 0.0 <= first['eval/top1'] <= 1.0 and first['eval/count'] == 540
+  assert glob.glob(os.path.join(workdir, 'events.out.tfevents*'))
+  assert os.path.exists(os.path.join(workdir, 'config.json'))
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', '4'))
+  # Same workdir, longer run: resumes at step 4 instead of starting over.
+  config.train.steps = 6
+  second = train.train_and_evaluate(config, workdir)
+  assert second['start_step'] == 4 and second['step'] == 6
+
+
+def test_pretraining_learns(data_dir, tmp_path):
+  config = tiny_config(data_dir, steps=30, log_every_steps=5,
+                       checkpoint_every_steps=30, learning_rate=0.5,
+                       batch_size=64)
+  result = train.train_and_evaluate(config, str(tmp_path / 'learn'))
+  history = result['history']
+  assert history[-1]['contrast_loss'] < history[0]['contrast_loss'] - 0.1
+
+
+def test_bad_configs_fail_fast(data_dir, tmp_path):
+  cases = {
+      'batch_size': ('train.batch_size', 12),
+      'optimizer': ('train.optimizer', 'sgdx'),
+      'temperature': ('train.temperature', -0.5),
+      'mode': ('mode', 'pretrian'),
+  }
+  for field, (path, value) in cases.items():
+    config = tiny_config(data_dir)
+    section, _, key = path.rpartition('.')
+    (config[section] if section else config)[key] = value
+    with pytest.raises(ConfigError, match=path.replace('.', r'\.')):
+      train.train_and_evaluate(config, str(tmp_path / field))
+    assert not os.path.exists(tmp_path / field / 'checkpoints')
+
+
+def test_cli_runs_pretraining(data_dir, tmp_path):
+  workdir = tmp_path / 'cli'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_PLATFORMS='cpu')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'simclr_jax.main',
+       f'--config={REPO}/configs/digits.py:runlocal', f'--workdir={workdir}',
+       f'--config.data_dir={data_dir}', '--config.model.width_multiplier=0.125',
+       '--config.train.batch_size=16', '--config.train.steps=2'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'Final linear-probe top-1 on test' in proc.stderr
+  assert os.path.isdir(workdir / 'checkpoints' / '2')
