@@ -16,6 +16,7 @@ setuptools.setup(
         'orbax-checkpoint>=0.11,<0.13',
         'tensorflow-cpu>=2.16,<2.22',
         'tensorflow-datasets>=4.9.6,<4.10',
+        'importlib_resources',  # tfds needs it to prepare datasets.
         'ml-collections>=1.0,<1.2',
         'clu>=0.0.12,<0.1',
         'tensorboard>=2.16,<2.22',

@@ -105,6 +105,8 @@ def get_config(arg=None):
   train.keep_checkpoints = 3
   train.eval_every_steps = 0       # 0 = only at the end.
   train.eval_batch_size = 256
+  train.knn_k = 20                 # k-NN monitor on h (mode=eval); 0 = off.
+  train.knn_every_steps = 0        # Also run it during training; 0 = never.
   train.profile = False
   train.nonfinite = 'stop'         # stop | skip
 

@@ -109,6 +109,8 @@ FIELDS = {
     'train.keep_checkpoints': (lambda v: _is_int(v) and v >= 1, 'an integer >= 1'),
     'train.eval_every_steps': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
     'train.eval_batch_size': (lambda v: _is_int(v) and v > 0, 'a positive integer'),
+    'train.knn_k': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
+    'train.knn_every_steps': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
     'train.profile': (lambda v: isinstance(v, bool), 'a bool'),
     'train.nonfinite': (lambda v: v in ('stop', 'skip'), "'stop' or 'skip'"),
     'memory.size': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),

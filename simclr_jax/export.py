@@ -28,8 +28,8 @@ def export_workdir(workdir: str, output: str) -> str:
   if config is None:
     raise FileNotFoundError(f'{workdir!r} has no {checkpoint.CONFIG_FILE}.')
   params = loaded['params']
-  head = params.get('sup_head') or params.get('probe_head')
-  num_classes = int(head['kernel'].shape[-1]) if head else 0
+  head = 'sup_head' if 'sup_head' in params else 'probe_head'
+  num_classes = models.head_num_classes(params, head) if head in params else 0
   info = model_info_from_config(config, num_classes)
   info['has_supervised_head'] = 'sup_head' in params
   info['has_probe_head'] = 'probe_head' in params

@@ -37,7 +37,8 @@ def nt_xent(z1: jax.Array,
             temperature: float,
             hidden_norm: bool = True,
             axis_name: Optional[str] = None,
-            queue: Optional[jax.Array] = None):
+            queue: Optional[jax.Array] = None,
+            queue_valid: Optional[jax.Array] = None):
   """NT-Xent as the official `add_contrastive_loss`, with global negatives.
 
   Args:
@@ -47,6 +48,7 @@ def nt_xent(z1: jax.Array,
     axis_name: data-parallel axis; keys are gathered from every device on it.
     queue: optional [K, d] extra negatives (SimCLRv2 memory, already
       normalised keys from the momentum encoder), shared by all devices.
+    queue_valid: optional [K] bool; rows not yet filled are masked out.
 
   Returns:
     (loss, aux): loss is the mean over the local batch of the two directions'
@@ -74,8 +76,9 @@ def nt_xent(z1: jax.Array,
   logits_b = [logits_ba, logits_bb]
   if queue is not None and queue.shape[0] > 0:
     queue = jax.lax.stop_gradient(queue.astype(jnp.float32))
-    logits_a.append(z1 @ queue.T / temperature)
-    logits_b.append(z2 @ queue.T / temperature)
+    empty = 0. if queue_valid is None else (1. - queue_valid) * LARGE_NUM
+    logits_a.append(z1 @ queue.T / temperature - empty)
+    logits_b.append(z2 @ queue.T / temperature - empty)
   logits_a = jnp.concatenate(logits_a, axis=1)
   logits_b = jnp.concatenate(logits_b, axis=1)
   loss_a = optax.softmax_cross_entropy_with_integer_labels(logits_a, partner)

@@ -19,6 +19,10 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of '
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a '
                                       'multi-process run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index.')
+_CACHE_DIR = flags.DEFINE_string(
+    'compilation_cache_dir', '~/.cache/simclr_jax/xla',
+    'JAX persistent compilation cache, so that a resumed or repeated run does '
+    'not compile again ("" disables it).')
 config_flags.DEFINE_config_file('config', None, 'Config file (with optional '
                                 ':arg), e.g. configs/digits.py:runlocal.',
                                 lock_config=True)
@@ -37,6 +41,12 @@ def main(argv):
   if command not in ('train', 'export'):
     raise app.UsageError(f'Unknown command {command!r}; use train or export.')
   from simclr_jax import parallel  # pylint: disable=g-import-not-at-top
+  if _CACHE_DIR.value:
+    import jax  # pylint: disable=g-import-not-at-top
+    import os  # pylint: disable=g-import-not-at-top
+    if not jax.config.jax_compilation_cache_dir:
+      jax.config.update('jax_compilation_cache_dir',
+                        os.path.expanduser(_CACHE_DIR.value))
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   if _WORKDIR.value is None:

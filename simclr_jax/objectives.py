@@ -45,7 +45,7 @@ def contrastive(config) -> Objective:
     loss, metrics = losses.nt_xent(
         z1, z2, temperature=config.train.temperature,
         hidden_norm=config.train.hidden_norm, axis_name=axis_name,
-        queue=extras.get('queue'))
+        queue=extras.get('queue'), queue_valid=extras.get('queue_valid'))
     metrics = dict(metrics, contrast_loss=loss)
     if probe and 'probe_logits' in out:
       # Both views carry the image's label, as the official code.

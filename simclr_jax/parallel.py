@@ -20,12 +20,15 @@ DATA_AXIS = 'batch'
 def initialize_distributed(coordinator_address: Optional[str] = None,
                            num_processes: Optional[int] = None,
                            process_id: Optional[int] = None,
-                           initialization_timeout: int = 300) -> None:
+                           initialization_timeout: int = 300,
+                           heartbeat_timeout: int = 100) -> None:
   """Starts JAX's multi-controller runtime when there is more than one process.
 
   Explicit arguments (or SIMCLR_COORDINATOR_ADDRESS / SIMCLR_NUM_PROCESSES /
   SIMCLR_PROCESS_ID) win; otherwise JAX auto-detects Cloud TPU pods and SLURM.
-  Must run before any other JAX call. A single process is a no-op.
+  Must run before any other JAX call. A single process is a no-op. A process
+  that dies makes the others fail after `heartbeat_timeout` seconds instead of
+  hanging.
   """
   env = os.environ
   coordinator_address = coordinator_address or env.get('SIMCLR_COORDINATOR_ADDRESS')
@@ -37,24 +40,21 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
   auto = any(k in env for k in ('SLURM_JOB_ID', 'TPU_WORKER_HOSTNAMES',
                                 'CLOUD_TPU_TASK_ID', 'MEGASCALE_COORDINATOR_ADDRESS'))
   if explicit:
-    if jax.config.jax_platforms in (None, '', 'cpu') and _is_cpu_only():
-      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    # CPU devices need a collectives backend across processes (harmless on
+    # accelerators, whose collectives are their own).
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes,
                                process_id=process_id,
-                               initialization_timeout=initialization_timeout)
+                               initialization_timeout=initialization_timeout,
+                               heartbeat_timeout_seconds=heartbeat_timeout)
   elif auto and int(env.get('SLURM_NTASKS', '2')) > 1:
-    jax.distributed.initialize(initialization_timeout=initialization_timeout)
+    jax.distributed.initialize(initialization_timeout=initialization_timeout,
+                               heartbeat_timeout_seconds=heartbeat_timeout)
   logging.info('JAX process %d of %d; %d local devices, %d global devices (%s).',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
-
-
-def _is_cpu_only() -> bool:
-  flags = os.environ.get('JAX_PLATFORMS', '')
-  return flags == 'cpu' or 'xla_force_host_platform_device_count' in os.environ.get(
-      'XLA_FLAGS', '')
 
 
 def make_mesh(devices=None) -> Mesh:

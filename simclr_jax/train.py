@@ -22,7 +22,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from flax import struct
 
-from simclr_jax import checkpoint, data, losses, models, objectives, optim
+from simclr_jax import checkpoint, data, knn, losses, models, objectives, optim
 from simclr_jax import parallel
 from simclr_jax import config_validation
 from simclr_jax.parallel import DATA_AXIS
@@ -36,8 +36,9 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
-  # SimCLRv2 memory: {'params', 'batch_stats', 'queue'} of the EMA encoder,
-  # or {} when config.memory.size == 0.
+  # SimCLRv2 memory: the EMA encoder's {'params', 'batch_stats'}, the key
+  # 'queue' [K, d] (newest first) and how many rows are 'filled'; {} when
+  # config.memory.size == 0.
   memory: Any
   # [skipped steps, step of the last non-finite one, metric id (1 loss, 2 grad)]
   nonfinite: jax.Array
@@ -114,7 +115,7 @@ def load_teacher(config, num_classes):
     raise ValueError(
         f'config.distill.teacher_checkpoint={config.distill.teacher_checkpoint!r}'
         ' has no supervised head: the teacher must come from a finetune run.')
-  teacher_classes = np.shape(loaded['params']['sup_head']['kernel'])[-1]
+  teacher_classes = models.head_num_classes(loaded['params'], 'sup_head')
   if teacher_classes != num_classes:
     raise ValueError(
         f'The teacher predicts {teacher_classes} classes but dataset '
@@ -161,7 +162,8 @@ def create_train_state(exp: Experiment) -> TrainState:
     memory = {}
     if memory_size:
       memory = {'params': params, 'batch_stats': stats,
-                'queue': jnp.zeros((memory_size, out_dim), jnp.float32)}
+                'queue': jnp.zeros((memory_size, out_dim), jnp.float32),
+                'filled': jnp.int32(0)}
     return TrainState(step=jnp.int32(0), params=params, batch_stats=stats,
                       opt_state=tx.init(params), memory=memory,
                       nonfinite=jnp.zeros((3,), jnp.int32))
@@ -200,6 +202,8 @@ def make_train_step(exp: Experiment):
           teacher_variables, x, train=False)['sup_logits']
     if state.memory:
       extras['queue'] = state.memory['queue']
+      extras['queue_valid'] = (jnp.arange(state.memory['queue'].shape[0]) <
+                               state.memory['filled'])
 
     def loss_fn(params):
       out, mutated = model.apply(
@@ -215,15 +219,17 @@ def make_train_step(exp: Experiment):
     grads = jax.lax.pmean(grads, DATA_AXIS)
     loss = jax.lax.pmean(loss, DATA_AXIS)
     metrics = jax.lax.pmean(metrics, DATA_AXIS)
-    # Identical already with global BN; averaged across devices otherwise.
-    batch_stats = jax.lax.pmean(batch_stats, DATA_AXIS)
+    if not exp.model_config.global_bn:
+      # Per-device statistics: keep one (averaged) copy in the replicated state.
+      # With global BN they are identical everywhere already.
+      batch_stats = jax.lax.pmean(batch_stats, DATA_AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     memory = state.memory
     if memory:
       memory = _update_memory(model, memory, params, batch_stats, x, b,
                               memory_decay)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite_loss = jnp.isfinite(loss)
     ok = finite_loss & jnp.isfinite(grad_norm)
     new = state.replace(params=params, batch_stats=batch_stats,
@@ -236,7 +242,7 @@ def make_train_step(exp: Experiment):
     kept = kept.replace(step=state.step + 1, nonfinite=nonfinite)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
                    learning_rate=exp.schedule(state.step),
-                   param_norm=optax.global_norm(params))
+                   param_norm=optax.tree.norm(params))
     return kept, metrics
 
   return parallel.shard_step(step, exp.mesh, batch_argnums=(1,), num_args=3,
@@ -252,8 +258,11 @@ def _update_memory(model, memory, params, batch_stats, x, b, decay):
   keys = losses._l2_normalize(keys.astype(jnp.float32))  # pylint: disable=protected-access
   keys = jax.lax.all_gather(keys, DATA_AXIS, axis=0, tiled=True)
   queue = memory['queue']
-  queue = jnp.concatenate([keys, queue], axis=0)[:queue.shape[0]]
-  return dict(ema, queue=jax.lax.stop_gradient(queue))
+  size = queue.shape[0]
+  # Newest keys first; the oldest fall off the end (a FIFO of size K).
+  queue = jnp.concatenate([keys, queue], axis=0)[:size]
+  filled = jnp.minimum(memory['filled'] + keys.shape[0], size)
+  return dict(ema, queue=jax.lax.stop_gradient(queue), filled=filled)
 
 
 def make_eval_step(exp: Experiment, logits_key: str):
@@ -263,7 +272,7 @@ def make_eval_step(exp: Experiment, logits_key: str):
 
   def step(variables, batch):
     out = model.apply(variables, batch['images'][:, 0], train=False)
-    logits, labels, mask = out[logits_key], batch['labels'], batch['mask']
+    logits, labels, mask = out[logits_key], batch['labels'], batch['label_mask']
     sums = {'top1': jnp.sum(losses.topk_correct(logits, labels, 1) * mask),
             'top5': jnp.sum(losses.topk_correct(logits, labels, k) * mask),
             'count': jnp.sum(mask)}
@@ -277,7 +286,7 @@ def evaluate(exp: Experiment, state: TrainState, eval_step=None,
   """Top-1 / top-5 accuracy of the mode's classifier on a split."""
   key = exp.objective.logits_key if exp.objective else _logits_key(state.params)
   eval_step = eval_step or make_eval_step(exp, key)
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  variables = _variables(state)
   totals = None
   for batch in parallel.prefetch(
       exp.mesh, data.make_eval_iterator(exp.config, split=split)):
@@ -287,6 +296,10 @@ def evaluate(exp: Experiment, state: TrainState, eval_step=None,
   count = max(float(totals['count']), 1.0)
   return {'top1': float(totals['top1']) / count,
           'top5': float(totals['top5']) / count, 'count': int(totals['count'])}
+
+
+def _variables(state):
+  return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
 def _logits_key(params):
@@ -411,6 +424,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           step % config.train.eval_every_steps == 0 and not last):
         results = evaluate(exp, state, eval_step)
         writer.write_scalars(step, {'eval/' + k: v for k, v in results.items()})
+      if (config.train.knn_every_steps and
+          step % config.train.knn_every_steps == 0):
+        writer.write_scalars(step, {'eval/knn_top1': knn.knn_accuracy(
+            exp, _variables(state), k=config.train.knn_k)})
       if step % config.train.checkpoint_every_steps == 0 or last:
         checkpoint.save(manager, step, state)
       if preemption.should_stop(step) and not last:
@@ -476,8 +493,14 @@ def run_eval(exp: Experiment, workdir: str) -> dict:
   state = TrainState(step=None, params=variables['params'],
                      batch_stats=variables['batch_stats'], opt_state=None,
                      memory={}, nonfinite=None)
-  results = evaluate(exp, state, make_eval_step(exp, key))
-  logging.info('Eval of %s on %s: top-1 %.4f, top-5 %.4f (%d examples).',
-               config.init_checkpoint or workdir, config.eval_split,
-               results['top1'], results['top5'], results['count'])
+  results = {}
+  if key in ('sup_logits',) or 'probe_head' in params:
+    results = evaluate(exp, state, make_eval_step(exp, key))
+    logging.info('Eval of %s on %s: top-1 %.4f, top-5 %.4f (%d examples).',
+                 config.init_checkpoint or workdir, config.eval_split,
+                 results['top1'], results['top5'], results['count'])
+  if config.train.knn_k:
+    results['knn_top1'] = knn.knn_accuracy(exp, variables, k=config.train.knn_k)
+    logging.info('k-NN (k=%d, cosine on h) top-1 on %s: %.4f',
+                 config.train.knn_k, config.eval_split, results['knn_top1'])
   return {'eval/' + k: v for k, v in results.items()}

@@ -43,7 +43,7 @@ class AugmentParams:
 
 
 def resolve(cfg, image_size):
-  """Fills config.augment's auto fields: small images get weaker colour, no blur."""
+  """Fills config.augment's auto fields (small images: mild colour, no blur)."""
   if isinstance(cfg, AugmentParams):
     return cfg
   small = image_size <= 32
@@ -130,7 +130,7 @@ def _decode_and_crop(image, window_fn):
 
 
 def _resize(image, image_size):
-  """Bicubic resize (skipped when already at size); bicubic overshoots, so clip."""
+  """Bicubic resize unless already at size; clipped, as bicubic overshoots."""
   def resize():
     resized = tf.image.resize(image, [image_size, image_size], method='bicubic')
     return tf.clip_by_value(resized, 0.0, 1.0)
@@ -163,16 +163,21 @@ def random_crop_and_resize(image, seed, cfg, image_size):
   return _resize(to_float_rgb(cropped), image_size)
 
 
+def _crop_and_decision_seeds(seed):
+  return tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+
+
 def sample_decisions(seed, cfg, image_size):
-  """All random choices of one pretraining view except the crop box.
+  """The random choices of augment_pretrain(image, seed, ...) but the crop box.
 
   Returns a dict of scalar tensors (and `order`, a permutation of the four
-  colour-jitter ops). Exposed so tests can check the rates of each choice.
+  colour-jitter ops). Exposed so tests can check the rate of each choice.
   """
   p = resolve(cfg, image_size)
+  _, decision_seed = _crop_and_decision_seeds(seed)
   seeds = dict(zip(_DECISIONS,
                    tf.unstack(tf.random.experimental.stateless_split(
-                       seed, len(_DECISIONS)))))
+                       decision_seed, len(_DECISIONS)))))
 
   def uniform(name, low=0.0, high=1.0, shape=()):
     return tf.random.stateless_uniform(shape, seeds[name], low, high)
@@ -197,7 +202,7 @@ def sample_decisions(seed, cfg, image_size):
 
 
 def color_jitter(image, decisions):
-  """Brightness, contrast, saturation, hue in the sampled order, clipping each."""
+  """Brightness, contrast, saturation and hue in the sampled order, clipped."""
   ops = [
       lambda x: x * decisions['brightness'],
       lambda x: tf.image.adjust_contrast(x, decisions['contrast']),
@@ -244,9 +249,8 @@ def _flip(image, flip):
 
 def augment_pretrain(image, seed, cfg, image_size):
   """One SimCLR view: crop, flip, colour jitter, colour drop, blur."""
-  crop_seed, decision_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 2))
-  decisions = sample_decisions(decision_seed, cfg, image_size)
+  crop_seed, _ = _crop_and_decision_seeds(seed)
+  decisions = sample_decisions(seed, cfg, image_size)
   image = random_crop_and_resize(image, crop_seed, cfg, image_size)
   image = _flip(image, decisions['flip'])
   image = tf.cond(decisions['jitter'], lambda: color_jitter(image, decisions),
@@ -272,7 +276,7 @@ def augment_finetune(image, seed, cfg, image_size):
 
 
 def center_crop_window(image_shape, proportion):
-  """Centred square window [y, x, h, w] covering `proportion` of the short side."""
+  """Centred square window [y, x, h, w], `proportion` of the short side."""
   height, width = tf.unstack(tf.cast(image_shape[:2], tf.int32))
   side = tf.cast(tf.math.rint(
       proportion * tf.cast(tf.minimum(height, width), tf.float32)), tf.int32)

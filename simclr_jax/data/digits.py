@@ -45,7 +45,8 @@ class SimclrDigits(tfds.core.GeneratorBasedBuilder):
         description='UCI optical digits (sklearn.datasets.load_digits), 8x8 '
                     'grayscale, values 0..16 rescaled to 0..255.',
         features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(8, 8, 1), encoding_format='png'),
+            'image': tfds.features.Image(shape=(8, 8, 1),
+                                         encoding_format='png'),
             'label': tfds.features.ClassLabel(num_classes=10),
         }),
         supervised_keys=('image', 'label'),

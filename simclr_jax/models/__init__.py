@@ -49,3 +49,12 @@ __all__ = [
     'LinearHead', 'ProjectionHead', 'ResNet', 'SimCLR', 'build_model',
     'encoder_output_dim', 'num_proj_outputs', 'trainable_mask', 'validate',
 ]
+
+
+def head_num_classes(params, head: str) -> int:
+  """Number of classes of a linear head ('sup_head' / 'probe_head') in params."""
+  kernels = [v for path, v in jax.tree_util.tree_leaves_with_path(params[head])
+             if getattr(path[-1], 'key', None) == 'kernel']
+  if len(kernels) != 1:
+    raise ValueError(f'{head} has {len(kernels)} kernels; expected one Dense.')
+  return int(kernels[0].shape[-1])

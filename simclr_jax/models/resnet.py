@@ -56,28 +56,21 @@ def output_dim(depth: int, width_multiplier: float) -> int:
   return expansion * scaled(GROUP_FILTERS[-1], width_multiplier)
 
 
-class Conv(nn.Module):
-  """Bias-free conv with TF "fixed" padding.
+def fixed_padding_conv(features: int, kernel_size: int, strides: int = 1, *,
+                       use_bias: bool = False, dtype: Dtype = jnp.float32,
+                       name: str | None = None) -> nn.Conv:
+  """Bias-free conv with TF "fixed" padding (official conv2d_fixed_padding).
 
-  Padding depends only on the kernel size (as the official conv2d_fixed_padding),
-  so a strided conv sees the same pixels whatever the input size is. For
-  stride 1 and odd kernels this is exactly SAME padding.
+  Padding depends only on the kernel size, so a strided conv sees the same
+  pixels whatever the input size; SAME would shift the window for even sizes.
+  For stride 1 (odd kernels) this is exactly SAME padding.
   """
-  features: int
-  kernel_size: int
-  strides: int = 1
-  use_bias: bool = False
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    pad_total = self.kernel_size - 1
-    pad = (pad_total // 2, pad_total - pad_total // 2)
-    return nn.Conv(
-        self.features, (self.kernel_size, self.kernel_size),
-        strides=(self.strides, self.strides), padding=(pad, pad),
-        use_bias=self.use_bias, kernel_init=conv_kernel_init,
-        dtype=self.dtype, param_dtype=jnp.float32, name='conv')(x)
+  pad_total = kernel_size - 1
+  pad = (pad_total // 2, pad_total - pad_total // 2)
+  return nn.Conv(
+      features, (kernel_size, kernel_size), strides=(strides, strides),
+      padding=(pad, pad), use_bias=use_bias, kernel_init=conv_kernel_init,
+      dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
 class SelectiveKernel(nn.Module):
@@ -115,8 +108,8 @@ class SqueezeExcite(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(Conv, kernel_size=1, use_bias=True,
-                             dtype=self.dtype)
+    conv = functools.partial(fixed_padding_conv, kernel_size=1,
+                             use_bias=True, dtype=self.dtype)
     gate = jnp.mean(x, axis=(1, 2), keepdims=True)
     gate = nn.relu(conv(self.reduced_features, name='reduce')(gate))
     gate = nn.sigmoid(conv(x.shape[-1], name='expand')(gate))
@@ -184,7 +177,8 @@ class BottleneckBlock(nn.Module):
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 convs (ResNet-18/34); SK, when on, replaces the strided one."""
+  """Two 3x3 convs (ResNet-18/34); SK, when on, replaces the first one
+  (the one that strides), as it replaces the bottleneck's 3x3 conv."""
   filters: int
   strides: int
   use_projection: bool
@@ -245,7 +239,12 @@ class Stem(nn.Module):
 
 
 class BlockGroup(nn.Module):
-  """Blocks of one resolution; only the first strides and may project."""
+  """Blocks of one resolution; only the first strides and may project.
+
+  A projection shortcut is used only when the shape changes. (The official
+  code projects in every group's first block; that differs only for
+  ResNet-18/34 block_group1, whose shortcut there is an identity here.)
+  """
   block_cls: ModuleDef
   filters: int
   num_blocks: int
@@ -290,10 +289,12 @@ class ResNet(nn.Module):
     if self.depth not in BLOCKS_PER_GROUP:
       raise ValueError(f'Unsupported ResNet depth {self.depth}; '
                        f'choose from {sorted(BLOCKS_PER_GROUP)}.')
-    conv = functools.partial(Conv, dtype=self.dtype)
+    conv = functools.partial(fixed_padding_conv, dtype=self.dtype)
 
     def norm_for(stage):
-      # Stage 0 is the stem, 1..4 the block groups.
+      # Stage 0 is the stem, 1..4 the block groups. `dtype` only sets the
+      # output dtype: flax reduces batch statistics in (at least) float32 and
+      # keeps scale/bias/running stats in float32 (param_dtype).
       frozen = stage <= self.fine_tune_after_block
       return functools.partial(
           nn.BatchNorm, use_running_average=not train or frozen,

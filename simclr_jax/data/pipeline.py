@@ -1,0 +1,807 @@
+"""Training and evaluation input pipelines: datasets by name, label fractions,
+per-process shards, augmentation and batching.
+
+Where the examples come from:
+  * any prepared tfds image classification dataset (never downloaded here);
+  * 'digits': sklearn's digits as a tfds dataset, prepared on first use;
+  * 'folder:/path': the user's own JPEG/PNG files (see `_FolderSplit`).
+
+Every process reads one contiguous shard of a split. Small shards live in
+host memory and are addressed by index; large tfds shards are streamed from
+their files. Either way the training stream is a pure function of
+(config.seed, process, position): epochs are shuffled with seeds derived from
+the epoch number and augmentations with seeds derived from the position, so a
+resumed run skips to its position before any image is decoded and then
+reproduces the original batches bit for bit.
+"""
+
+import dataclasses
+import functools
+import math
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from simclr_jax.data import augment
+from simclr_jax.data import digits
+
+TRAIN_MODES = ('pretrain', 'finetune', 'linear_eval', 'distill')
+# Modes that train only on examples inside the label fraction.
+LABELLED_MODES = ('finetune', 'linear_eval')
+FOLDER_PREFIX = 'folder:'
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
+# Fixed-shape tfds shards up to this many decoded bytes are held in memory.
+MAX_IN_MEMORY_BYTES = 1 << 30
+# Official SimCLR label subsets of ImageNet, shipped as tfds configs.
+IMAGENET_SUBSETS = {0.01: 'imagenet2012_subset/1pct',
+                    0.1: 'imagenet2012_subset/10pct'}
+
+# Distinct streams derived from one process seed.
+_SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
+
+# This pipeline must never reach the network, whatever tfds defaults become.
+# pylint: disable-next=protected-access
+tfds.core.utils.gcs_utils._is_gcs_disabled = True
+
+
+def _hide_accelerators_from_tf():
+  """TF only runs the input pipeline; the accelerators belong to JAX."""
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+    tf.config.set_visible_devices([], 'TPU')
+  except (RuntimeError, ValueError):  # Already initialised, or no such type.
+    pass
+
+
+_hide_accelerators_from_tf()
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """Sizes the trainer needs to plan steps, heads and evaluation."""
+  num_classes: int           # 0 when the dataset has no labels.
+  num_train_examples: int    # The whole train split.
+  num_train_labelled: int    # Known labels inside config.label_fraction.
+  num_eval_examples: int
+  image_shape: tuple         # (image_size, image_size, 3) fed to the model.
+  # Examples in one epoch of make_train_iterator for config.mode: the
+  # labelled subset for finetune/linear_eval, the whole split otherwise.
+  train_epoch_size: int
+
+
+# ---------------------------------------------------------------------------
+# Label fractions.
+
+
+def label_fraction_indices(labels, fraction, seed):
+  """Sorted indices of a class-balanced subset holding `fraction` of labels.
+
+  Each class keeps round(fraction * its count) examples (at least one), drawn
+  with a numpy RNG seeded by `seed`. Examples with label < 0 (unknown) are
+  never picked. Computed on the whole split, so every host gets the same set.
+  """
+  labels = np.asarray(labels)
+  if not 0 < fraction <= 1:
+    raise ValueError(
+        f'config.label_fraction must be in (0, 1], got {fraction}.')
+  rng = np.random.default_rng(seed)
+  chosen = []
+  for label in np.unique(labels[labels >= 0]):
+    members = np.flatnonzero(labels == label)
+    count = max(1, int(math.floor(fraction * len(members) + 0.5)))
+    chosen.append(rng.choice(members, size=count, replace=False))
+  if not chosen:
+    return np.zeros([0], np.int64)
+  return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def _fraction_mask(labels, fraction, seed):
+  """Boolean mask: label known and inside the label fraction."""
+  mask = np.zeros(len(labels), bool)
+  if fraction >= 1:
+    mask[:] = np.asarray(labels) >= 0
+  else:
+    mask[label_fraction_indices(labels, fraction, seed)] = True
+  return mask
+
+
+def _even_bounds(num_examples, count):
+  """Boundaries of `count` contiguous shards whose sizes differ by <= 1."""
+  return [num_examples * i // count for i in range(count + 1)]
+
+
+_MEMO = {}
+
+
+def _memoized(key, compute, max_entries=8):
+  """Keeps the few arrays read from disk (labels, small shards) per process.
+
+  The trainer builds an eval iterator per evaluation; re-reading and
+  re-decoding the same split every time would dominate small runs.
+  """
+  if key not in _MEMO:
+    while len(_MEMO) >= max_entries:
+      _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[key] = compute()
+  return _MEMO[key]
+
+
+# ---------------------------------------------------------------------------
+# Splits shared by all processes: what exists, how big, how it is sharded.
+
+
+def _read_config():
+  """Files are read one after another, so that the i-th record of a split is
+  the same record for every reader and process count (tfds' default
+  interleaving would mix files in blocks). The shuffle buffer mixes instead.
+  """
+  return tfds.ReadConfig(interleave_cycle_length=1, try_autocache=False)
+
+
+def _tfds_builder(name, data_dir):
+  """A tfds builder for a prepared dataset; ValueError if it isn't prepared."""
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None, try_gcs=False)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(
+        f'Unknown config.dataset {name!r}: not a tfds dataset, nor \'digits\' '
+        f'nor \'{FOLDER_PREFIX}/path\'.') from e
+  if not builder.info.splits:
+    raise ValueError(
+        f'tfds dataset {name!r} is not prepared in {builder.data_dir}. This '
+        f'framework never downloads: prepare it first, e.g. '
+        f'`tfds build {name.split("/")[0]} --data_dir=<config.data_dir>` (some '
+        'datasets such as imagenet2012 need a manual download).')
+  return builder
+
+
+class _TfdsSplit:
+  """One split of a prepared tfds dataset, as every process sees it."""
+
+  def __init__(self, builder, split, field):
+    self.builder = builder
+    self.split = split
+    self.features = builder.info.features
+    if 'image' not in self.features:
+      raise ValueError(f'tfds dataset {builder.name!r} has no \'image\' '
+                       'feature; only image datasets are supported.')
+    try:
+      self.num_examples = builder.info.splits[split].num_examples
+    except (KeyError, ValueError, AssertionError) as e:
+      raise ValueError(
+          f'Split {split!r} (config.{field}) not found in tfds dataset '
+          f'{builder.name!r}; available: {list(builder.info.splits)}.') from e
+    if self.num_examples == 0:
+      raise ValueError(f'Split {split!r} (config.{field}) of {builder.name!r} '
+                       'is empty.')
+    self.has_labels = 'label' in self.features
+    self.num_classes = (self.features['label'].num_classes
+                        if self.has_labels else 0)
+    self.name = builder.name
+
+  @property
+  def image_shape(self):
+    return self.features['image'].shape
+
+  def process_sizes(self, count):
+    return np.diff(_even_bounds(self.num_examples, count)).tolist()
+
+  def process_split(self, index, count):
+    """Read instruction for process `index`'s contiguous part of the split.
+
+    Contiguous in the order the whole split is read, also for 'a+b' splits
+    (tfds.even_splits would give each process a piece of every component),
+    so global example indices mean the same for every process count.
+    """
+    if count == 1:
+      return self.split
+    begin, end = _even_bounds(self.num_examples, count)[index:index + 2]
+    splits = self.builder.info.splits
+    instruction, position = None, 0
+    for piece in tfds.core.ReadInstruction.from_spec(self.split).to_absolute(
+        splits):
+      start = piece.from_ or 0
+      stop = splits[piece.splitname].num_examples if piece.to is None else (
+          piece.to)
+      low, high = max(begin, position), min(end, position + stop - start)
+      if low < high:
+        part = tfds.core.ReadInstruction(
+            piece.splitname, from_=start + low - position,
+            to=start + high - position, unit='abs')
+        instruction = part if instruction is None else instruction + part
+      position += stop - start
+    return instruction
+
+  def decoded_bytes(self, num_examples):
+    """Bytes to hold `num_examples` decoded, or None for variable shapes."""
+    shape = self.image_shape
+    if shape is None or any(d is None for d in shape):
+      return None
+    return num_examples * int(np.prod(shape))
+
+  def read(self, split, *, decode_image, extra_features=()):
+    """tf.data of {'image', 'label'[, extra]} in the stored order."""
+    image_decoder = (None if decode_image else tfds.decode.SkipDecoding())
+    wanted = {'image': True, **{k: True for k in extra_features}}
+    if self.has_labels:
+      wanted['label'] = True
+    decoders = tfds.decode.PartialDecoding(
+        wanted, decoders={'image': image_decoder} if image_decoder else None)
+    ds = self.builder.as_dataset(split=split, shuffle_files=False,
+                                 decoders=decoders,
+                                 read_config=_read_config())
+    if not self.has_labels:
+      ds = ds.map(lambda ex: {**ex, 'label': tf.constant(-1, tf.int64)})
+    return ds
+
+  @property
+  def labels(self):
+    """Labels of the whole split (-1 = unknown), in sharded order."""
+    if not self.has_labels:
+      return np.full([self.num_examples], -1, np.int64)
+
+    def scan():
+      ds = self.builder.as_dataset(
+          split=self.split, shuffle_files=False,
+          decoders=tfds.decode.PartialDecoding({'label': True}),
+          read_config=_read_config())
+      ds = ds.map(lambda ex: ex['label']).batch(4096)
+      return np.concatenate(list(ds.as_numpy_iterator()) or
+                            [np.zeros([0], np.int64)])
+    return _memoized(('labels', self.builder.data_dir, str(self.split)), scan)
+
+  def load(self, index, count, *, decode):
+    """(images, labels) of process `index`'s shard, read into memory.
+
+    Images are decoded uint8 [n, h, w, c] if `decode`, else encoded bytes.
+    """
+    def read():
+      ds = self.read(self.process_split(index, count), decode_image=decode)
+      images, labels = [], []
+      for ex in ds.batch(1024).as_numpy_iterator():
+        images.append(ex['image'])
+        labels.append(ex['label'])
+      return np.concatenate(images), np.concatenate(labels)
+    key = ('load', self.builder.data_dir, str(self.split), index, count, decode)
+    images, labels = _memoized(key, read)
+    if len(labels) != self.process_sizes(count)[index]:
+      raise ValueError(
+          f'{self.name!r} {self.split!r} shard {index}/{count} holds '
+          f'{len(labels)} examples but its metadata says '
+          f'{self.process_sizes(count)[index]}; re-prepare the dataset.')
+    return images, labels
+
+  def labels_are_cheap(self):
+    """Scanning labels is cheap for fixed-size images (small datasets)."""
+    return self.decoded_bytes(1) is not None
+
+
+def _list_images(directory):
+  """Sorted image files under `directory` (recursive), skipping hidden ones."""
+  found = []
+  for root, dirs, files in os.walk(directory, followlinks=True):
+    dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+    found.extend(os.path.join(root, f) for f in sorted(files)
+                 if not f.startswith('.') and
+                 f.lower().endswith(IMAGE_EXTENSIONS))
+  return found
+
+
+class _FolderSplit:
+  """Images in a folder: one sub-folder per class, or loose files.
+
+  Sub-folders are classes (sorted names -> label ids) and may nest. Images
+  directly in the folder have no label (label -1, pretraining only). If the
+  folder has a sub-folder named like config.train_split (e.g. train/), every
+  split is the sub-folder of its name (train/, test/, ...); otherwise the
+  whole folder serves every split, so evaluation runs on the training images.
+  """
+
+  def __init__(self, root, split, field, train_split, class_names=None):
+    if not os.path.isdir(root):
+      raise ValueError(f'config.dataset folder {root!r} does not exist.')
+    self.name = FOLDER_PREFIX + root
+    self.split = split
+    directory = root
+    if train_split and os.path.isdir(os.path.join(root, train_split)):
+      directory = os.path.join(root, split)
+      if not os.path.isdir(directory):
+        raise ValueError(
+            f'Folder {root!r} has a {train_split!r} sub-folder, so splits are '
+            f'sub-folders, but there is none named {split!r} '
+            f'(config.{field}).')
+    self.directory = directory
+    subdirs = sorted(d for d in os.listdir(directory)
+                     if not d.startswith('.') and
+                     os.path.isdir(os.path.join(directory, d)))
+    loose = [os.path.join(directory, f) for f in sorted(os.listdir(directory))
+             if os.path.isfile(os.path.join(directory, f)) and
+             not f.startswith('.') and f.lower().endswith(IMAGE_EXTENSIONS)]
+    paths, labels = list(loose), [-1] * len(loose)
+    class_files = {d: _list_images(os.path.join(directory, d)) for d in subdirs}
+    class_files = {d: f for d, f in class_files.items() if f}
+    self.class_names = (sorted(class_files) if class_names is None
+                        else list(class_names))
+    for name, files in sorted(class_files.items()):
+      if name not in self.class_names:
+        raise ValueError(f'Class folder {name!r} in {directory!r} '
+                         f'(config.{field}) is not a training class; training'
+                         f' classes: {self.class_names}.')
+      paths.extend(files)
+      labels.extend([self.class_names.index(name)] * len(files))
+    if not paths:
+      raise ValueError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) found in '
+                       f'folder {directory!r} (config.dataset).')
+    self.paths = np.array(paths)
+    self.labels = np.array(labels, np.int64)
+    self.num_examples = len(paths)
+    self.num_classes = len(self.class_names)
+    self.has_labels = bool(self.num_classes)
+
+  def process_sizes(self, count):
+    return np.diff(_even_bounds(self.num_examples, count)).tolist()
+
+  def labels_are_cheap(self):
+    return True
+
+
+def _parse_dataset(config):
+  """config.dataset -> ('folder', root) or ('tfds', name), preparing digits."""
+  dataset = config.dataset
+  if not isinstance(dataset, str) or not dataset:
+    raise ValueError(f'config.dataset must be a non-empty string, got '
+                     f'{dataset!r}.')
+  if dataset.startswith(FOLDER_PREFIX):
+    root = os.path.expanduser(dataset[len(FOLDER_PREFIX):])
+    if not root:
+      raise ValueError('config.dataset \'folder:\' needs a path, e.g. '
+                       '\'folder:/data/images\'.')
+    return 'folder', root
+  if dataset == 'digits':
+    digits.prepare(config.data_dir)
+    return 'tfds', digits.TFDS_NAME
+  return 'tfds', dataset
+
+
+@dataclasses.dataclass
+class _TrainSet:
+  """The training split and which of its examples count as labelled."""
+  split: object                    # _TfdsSplit | _FolderSplit
+  labelled_only: bool              # finetune/linear_eval: drop the rest.
+  # Global bool mask over the split (labels known and inside the fraction),
+  # or None: every known label counts (fraction 1, or a subset dataset).
+  fraction_mask: np.ndarray = None
+  # ImageNet pretraining with an official subset: membership by file name.
+  subset_file_names: np.ndarray = None
+  num_labelled: int = 0
+
+
+def _check_common(config):
+  if not isinstance(config.image_size, int) or config.image_size <= 0:
+    raise ValueError(f'config.image_size must be a positive int, got '
+                     f'{config.image_size!r}.')
+  if not 0 < config.label_fraction <= 1:
+    raise ValueError(f'config.label_fraction must be in (0, 1], got '
+                     f'{config.label_fraction}.')
+  augment.validate(config.augment, config.image_size)
+
+
+def _open_eval(config, split=None):
+  kind, name = _parse_dataset(config)
+  split = config.eval_split if split is None else split
+  if kind == 'folder':
+    train = _FolderSplit(name, config.train_split, 'train_split',
+                         config.train_split)
+    return _FolderSplit(name, split, 'eval_split', config.train_split,
+                        class_names=train.class_names)
+  return _TfdsSplit(_tfds_builder(name, config.data_dir), split, 'eval_split')
+
+
+def _imagenet_subset(config):
+  """The official subset builder name, if config asks for one."""
+  if config.dataset != 'imagenet2012':
+    return None
+  for fraction, name in IMAGENET_SUBSETS.items():
+    if math.isclose(config.label_fraction, fraction):
+      return name
+  return None
+
+
+def _subset_file_names(subset_split):
+  """File names in an official subset: how pretraining marks its labels."""
+  def scan():
+    ds = subset_split.builder.as_dataset(
+        split=subset_split.split, shuffle_files=False,
+        decoders=tfds.decode.PartialDecoding({'file_name': True}),
+        read_config=_read_config())
+    return np.array(sorted(ex['file_name'] for ex in ds.as_numpy_iterator()))
+  return _memoized(('file_names', subset_split.builder.data_dir,
+                    str(subset_split.split)), scan)
+
+
+def _open_train(config):
+  """Resolves the training set for config.mode, validating everything."""
+  kind, name = _parse_dataset(config)
+  labelled_only = config.mode in LABELLED_MODES
+  fraction = config.label_fraction
+  if kind == 'folder':
+    split = _FolderSplit(name, config.train_split, 'train_split',
+                         config.train_split)
+  else:
+    subset = _imagenet_subset(config)
+    if subset and labelled_only:
+      # The official subset is itself the labelled training set.
+      split = _TfdsSplit(_tfds_builder(subset, config.data_dir),
+                         config.train_split, 'train_split')
+      return _TrainSet(split, labelled_only, num_labelled=split.num_examples)
+    split = _TfdsSplit(_tfds_builder(name, config.data_dir),
+                       config.train_split, 'train_split')
+    if subset:
+      try:
+        subset_split = _TfdsSplit(_tfds_builder(subset, config.data_dir),
+                                  'train', 'train_split')
+      except ValueError as e:
+        raise ValueError(
+            f'label_fraction={fraction} on imagenet2012 uses the official '
+            f'subset {subset!r} to mark labelled examples; prepare it or set '
+            'config.label_fraction = 1.0.') from e
+      names = _subset_file_names(subset_split)
+      return _TrainSet(split, labelled_only, subset_file_names=names,
+                       num_labelled=len(names))
+  if fraction < 1 or split.labels_are_cheap():
+    mask = _fraction_mask(split.labels, fraction, config.label_fraction_seed)
+    train = _TrainSet(split, labelled_only, fraction_mask=mask,
+                      num_labelled=int(mask.sum()))
+  else:  # Large dataset, all labels: trust that the split is labelled.
+    train = _TrainSet(split, labelled_only,
+                      num_labelled=split.num_examples if split.has_labels
+                      else 0)
+  if labelled_only and train.num_labelled == 0:
+    raise ValueError(
+        f'config.mode={config.mode!r} needs labels but the train split '
+        f'{config.train_split!r} of {config.dataset!r} has none.')
+  return train
+
+
+def get_dataset_info(config):
+  """Sizes and shapes of config's dataset; ValueError on any bad setting."""
+  _check_common(config)
+  train = _open_train(config)
+  evaluation = _open_eval(config)
+  num_train = train.split.num_examples
+  if _imagenet_subset(config) and train.labelled_only:
+    num_train = _TfdsSplit(_tfds_builder(config.dataset, config.data_dir),
+                           config.train_split, 'train_split').num_examples
+  return DatasetInfo(
+      num_classes=train.split.num_classes,
+      num_train_examples=num_train,
+      num_train_labelled=train.num_labelled,
+      num_eval_examples=evaluation.num_examples,
+      image_shape=(config.image_size, config.image_size, 3),
+      train_epoch_size=(train.num_labelled if train.labelled_only
+                        else num_train))
+
+
+# ---------------------------------------------------------------------------
+# What one process reads: examples in memory, or a stream of tfds records.
+
+
+def _fold(seed, *data):
+  for value in data:
+    seed = tf.random.experimental.stateless_fold_in(seed, value)
+  return seed
+
+
+def _example(image, label, label_mask):
+  """The record each source yields; labels are valid ids, masks say if real."""
+  label = tf.cast(label, tf.int32)
+  known = tf.cast(label >= 0, tf.float32)
+  return {'image': image, 'label': tf.maximum(label, 0),
+          'label_mask': known * tf.cast(label_mask, tf.float32)}
+
+
+@dataclasses.dataclass
+class MemoryShard:
+  """A process's examples held in memory, addressed by index.
+
+  `images` holds decoded uint8 pixels [n, h, w, c], encoded bytes [n], or
+  file paths [n] (`kind` says which); `indices` are their places in the split.
+  """
+  kind: str
+  images: np.ndarray
+  labels: np.ndarray
+  label_mask: np.ndarray
+  indices: np.ndarray
+
+  @property
+  def num_examples(self):
+    return len(self.labels)
+
+  def _loader(self):
+    images = tf.constant(self.images)
+    labels = tf.constant(self.labels, tf.int64)
+    masks = tf.constant(self.label_mask, tf.float32)
+    read = tf.io.read_file if self.kind == 'files' else (lambda x: x)
+
+    def load(index):
+      return _example(read(tf.gather(images, index)),
+                      tf.gather(labels, index), tf.gather(masks, index))
+    return load
+
+  def train_examples(self, start_position, seed):
+    """Infinite (position, example); each epoch is a fresh permutation."""
+    n = tf.constant(self.num_examples, tf.int64)
+    load = self._loader()
+
+    def example_at(position):
+      epoch, offset = position // n, position % n
+      index = tf.random.experimental.index_shuffle(
+          offset, _fold(seed, _SHUFFLE_STREAM, epoch), n - 1)
+      return position, load(index)
+    return tf.data.Dataset.counter(start_position).map(example_at)
+
+  def eval_examples(self):
+    return tf.data.Dataset.range(self.num_examples).map(self._loader())
+
+
+@dataclasses.dataclass
+class _StreamShard:
+  """A process's shard of a large tfds split, read from its files in order.
+
+  Each epoch goes through a shuffle buffer seeded by the epoch, so skipping to
+  a position reads (but never decodes) at most one epoch of records.
+  """
+  split: _TfdsSplit
+  process_split: object
+  offset: int                      # Global index of the shard's first record.
+  num_examples: int                # After dropping unlabelled, if asked.
+  shuffle_buffer: int
+  fraction_mask: np.ndarray = None
+  subset_file_names: np.ndarray = None
+  labelled_only: bool = False
+
+  def _records(self):
+    extra = ('file_name',) if self.subset_file_names is not None else ()
+    ds = self.split.read(self.process_split, decode_image=False,
+                         extra_features=extra)
+    ds = ds.enumerate(start=self.offset)
+    if self.fraction_mask is not None:
+      mask = tf.constant(self.fraction_mask)
+      in_fraction = lambda i, ex: tf.gather(mask, i)
+    elif self.subset_file_names is not None:
+      table = tf.lookup.StaticHashTable(
+          tf.lookup.KeyValueTensorInitializer(
+              tf.constant(self.subset_file_names),
+              tf.ones([len(self.subset_file_names)], tf.int64)), 0)
+      in_fraction = lambda i, ex: table.lookup(ex['file_name']) > 0
+    else:
+      in_fraction = lambda i, ex: True
+    ds = ds.map(lambda i, ex: _example(ex['image'], ex['label'],
+                                       in_fraction(i, ex)))
+    if self.labelled_only:
+      ds = ds.filter(lambda ex: ex['label_mask'] > 0)
+    return ds
+
+  def train_examples(self, start_position, seed):
+    records = self._records()
+    first_epoch, skip = divmod(start_position, self.num_examples)
+
+    def epoch(index):
+      shuffle_seed = tf.random.stateless_uniform(
+          [], _fold(seed, _SHUFFLE_STREAM, index), minval=None, maxval=None,
+          dtype=tf.int64)
+      shuffled = records.shuffle(self.shuffle_buffer, seed=shuffle_seed,
+                                 reshuffle_each_iteration=False)
+      return shuffled.skip(tf.where(index == first_epoch,
+                                    tf.constant(skip, tf.int64),
+                                    tf.constant(0, tf.int64)))
+    epochs = tf.data.Dataset.counter(first_epoch).flat_map(epoch)
+    return epochs.enumerate(start=start_position)
+
+  def eval_examples(self):
+    return self._records()
+
+
+@functools.lru_cache(maxsize=8)
+def _readable_files(paths):
+  """Mask of the files TF can decode; corrupt ones would crash a long run."""
+  ds = tf.data.Dataset.from_tensor_slices(
+      (np.arange(len(paths)), np.array(paths)))
+  ds = ds.map(lambda i, path: (i, tf.reduce_min(tf.shape(tf.io.decode_image(
+      tf.io.read_file(path), channels=3, expand_animations=False))[:2])),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.ignore_errors()
+  readable = np.zeros(len(paths), bool)
+  for index, side in ds.as_numpy_iterator():
+    readable[index] = side > 0
+  if not readable.all():
+    bad = [paths[i] for i in np.flatnonzero(~readable)]
+    logging.warning('Skipping %d unreadable image file(s), e.g. %s', len(bad),
+                    bad[:3])
+  return readable
+
+
+def _folder_shard(split, indices, label_mask, cache):
+  paths = split.paths[indices]
+  readable = _readable_files(tuple(paths))
+  indices, paths = indices[readable], paths[readable]
+  label_mask = label_mask[readable]
+  if cache:
+    images = np.array([open(p, 'rb').read() for p in paths], dtype=object)
+    return MemoryShard('bytes', images, split.labels[indices], label_mask,
+                        indices)
+  return MemoryShard('files', paths, split.labels[indices], label_mask,
+                      indices)
+
+
+def _shard(split, index, count, *, labelled_only=False, fraction_mask=None,
+           subset_file_names=None, cache=False, shuffle_buffer=10_000):
+  """What process `index` of `count` reads from `split`."""
+  sizes = split.process_sizes(count)
+  if not sizes[index]:  # More processes than examples.
+    empty = np.zeros([0], np.int64)
+    return MemoryShard('bytes', np.zeros([0], bytes), empty,
+                       np.zeros([0], np.float32), empty)
+  offset = int(sum(sizes[:index]))
+  global_indices = np.arange(offset, offset + sizes[index])
+  if fraction_mask is not None:
+    label_mask = fraction_mask[global_indices]
+  else:
+    label_mask = np.ones(len(global_indices), bool)
+
+  if isinstance(split, _FolderSplit):
+    if labelled_only:
+      keep = label_mask & (split.labels[global_indices] >= 0)
+      global_indices, label_mask = global_indices[keep], label_mask[keep]
+    return _folder_shard(split, global_indices, label_mask.astype(np.float32),
+                         cache)
+
+  process_split = split.process_split(index, count)
+  decoded_bytes = split.decoded_bytes(sizes[index])
+  in_memory = (decoded_bytes is not None and
+               decoded_bytes <= MAX_IN_MEMORY_BYTES)
+  if (in_memory or cache) and subset_file_names is None:
+    images, labels = split.load(index, count, decode=in_memory)
+    label_mask &= labels >= 0
+    if labelled_only:
+      images, labels = images[label_mask], labels[label_mask]
+      global_indices = global_indices[label_mask]
+      label_mask = label_mask[label_mask]
+    return MemoryShard('pixels' if in_memory else 'bytes', images, labels,
+                        label_mask.astype(np.float32), global_indices)
+
+  num_examples = (int(label_mask.sum()) if labelled_only and
+                  fraction_mask is not None else sizes[index])
+  return _StreamShard(split, process_split, offset, num_examples,
+                      shuffle_buffer, fraction_mask=fraction_mask,
+                      subset_file_names=subset_file_names,
+                      labelled_only=labelled_only)
+
+
+# ---------------------------------------------------------------------------
+# Iterators.
+
+
+def _process(process_index, process_count):
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    if process_index is None:
+      process_index = jax.process_index()
+    if process_count is None:
+      process_count = jax.process_count()
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in [0, '
+                     f'{process_count}).')
+  return process_index, process_count
+
+
+def _per_process_batch(global_batch, process_count, field):
+  if global_batch <= 0 or global_batch % process_count:
+    raise ValueError(f'config.{field}={global_batch} must be a positive '
+                     f'multiple of the process count {process_count}.')
+  return global_batch // process_count
+
+
+def _options():
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.max_intra_op_parallelism = 1
+  options.experimental_optimization.map_parallelization = True
+  return options
+
+
+def make_train_iterator(config, *, start_step=0, process_index=None,
+                        process_count=None):
+  """Infinite iterator of this process's training batches (numpy dicts).
+
+  Keys: 'images' float32 [b, views, H, W, 3] in [0, 1] (2 SimCLR views for
+  pretraining, 1 crop+flip view otherwise), 'labels' int32 [b] (0 where
+  unknown) and 'label_mask' float32 [b]. Batch k of a run started at
+  start_step is batch start_step + k of a run started at 0.
+  """
+  _check_common(config)
+  if config.mode not in TRAIN_MODES:
+    raise ValueError(f'config.mode={config.mode!r} has no training data; '
+                     f'expected one of {TRAIN_MODES}.')
+  if start_step < 0:
+    raise ValueError(f'start_step must be >= 0, got {start_step}.')
+  index, count = _process(process_index, process_count)
+  batch_size = _per_process_batch(config.train.batch_size, count,
+                                  'train.batch_size')
+  train = _open_train(config)
+  shard = _shard(train.split, index, count, labelled_only=train.labelled_only,
+                 fraction_mask=train.fraction_mask,
+                 subset_file_names=train.subset_file_names,
+                 cache=config.cache_train,
+                 shuffle_buffer=config.shuffle_buffer)
+  if shard.num_examples == 0:
+    raise ValueError(f'Process {index} of {count} has no training examples '
+                     f'in {config.dataset!r} {config.train_split!r}.')
+
+  return train_dataset(shard, config, process_index=index,
+                       start_step=start_step,
+                       batch_size=batch_size).as_numpy_iterator()
+
+
+def train_dataset(shard, config, *, process_index, start_step, batch_size):
+  """Augmented, batched tf.data over a shard (shared with the benchmark)."""
+  seed = _fold(tf.constant([config.seed, 0], tf.int64), process_index)
+  size, aug = config.image_size, augment.resolve(config.augment,
+                                                 config.image_size)
+  if config.mode == 'pretrain':
+    view_fn, num_views = augment.augment_pretrain, 2
+  else:
+    view_fn, num_views = augment.augment_finetune, 1
+
+  def augment_example(position, example):
+    example_seed = _fold(seed, _AUGMENT_STREAM, position)
+    views = [view_fn(example['image'], _fold(example_seed, view), aug, size)
+             for view in range(num_views)]
+    return {'images': tf.stack(views), 'labels': example['label'],
+            'label_mask': example['label_mask']}
+
+  ds = shard.train_examples(start_step * batch_size, seed)
+  ds = ds.map(augment_example, num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
+  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  return ds.with_options(_options())
+
+
+def make_eval_iterator(config, *, split=None, process_index=None,
+                       process_count=None):
+  """One pass over this process's shard of the eval split, padded.
+
+  Keys: 'images' float32 [b, 1, H, W, 3], 'labels' int32 [b], 'mask' float32
+  [b] (0 for padding) and 'label_mask' (mask and label known). Every process
+  yields the same number of batches, so collectives never wait on a
+  finished host, and over all processes each example has mask 1 exactly once.
+  """
+  _check_common(config)
+  index, count = _process(process_index, process_count)
+  batch_size = _per_process_batch(config.train.eval_batch_size, count,
+                                  'train.eval_batch_size')
+  evaluation = _open_eval(config, split)
+  shard = _shard(evaluation, index, count)
+  num_batches = -(-max(evaluation.process_sizes(count)) // batch_size)
+  size, aug = config.image_size, augment.resolve(config.augment,
+                                                 config.image_size)
+
+  def preprocess(example):
+    image = augment.preprocess_eval(example['image'], aug, size)
+    return {'images': image[None], 'labels': example['label'],
+            'mask': tf.constant(1.0), 'label_mask': example['label_mask']}
+
+  padding = {'images': tf.zeros([1, size, size, 3]),
+             'labels': tf.constant(0, tf.int32), 'mask': tf.constant(0.0),
+             'label_mask': tf.constant(0.0)}
+  # take(): a stream never yields more than its metadata promised the others.
+  ds = shard.eval_examples().take(shard.num_examples)
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
+  ds = ds.take(num_batches * batch_size).batch(batch_size)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  return ds.with_options(_options()).as_numpy_iterator()
