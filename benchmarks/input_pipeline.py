@@ -23,15 +23,9 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import common
 from configs import default
 from simclr_jax.data import pipeline
-
-
-def usable_cores():
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:
-    return os.cpu_count() or 1
 
 
 def photo_like_jpegs(count, height=375, width=500, seed=0):
@@ -81,7 +75,7 @@ def main(argv=None):
   batch_size = 8 if args.tiny else 64
   warmup = 1 if args.tiny else 3
   num_jpegs = 4 if args.tiny else 64
-  cores = usable_cores()
+  cores = common.usable_cores()
 
   jpegs = photo_like_jpegs(num_jpegs)
   labels = np.zeros(len(jpegs), np.int64)
@@ -112,6 +106,8 @@ def main(argv=None):
       'cores': cores,
       'tf_version': tf.__version__,
       'tiny': args.tiny,
+      'load_average_start': [round(x, 2) for x in common.LOAD_AT_START],
+      'load_average_end': [round(x, 2) for x in os.getloadavg()],
       'batch_size': batch_size,
       'mean_jpeg_kb': round(float(np.mean([len(j) for j in jpegs])) / 1024, 1),
       'results': results,

@@ -4,6 +4,8 @@ Each field has a type and a range; combinations are checked after. The run's
 workdir is checked too: a saved config whose model differs is refused.
 """
 
+import functools
+import math
 import numbers
 from typing import Optional
 
@@ -11,113 +13,140 @@ import jax
 import ml_collections
 
 from simclr_jax import checkpoint
+from simclr_jax.modes import FROM_CHECKPOINT_MODES, MODES, TRAIN_MODES
 
 DEPTHS = (18, 34, 50, 101, 152, 200)
-MODES = ('pretrain', 'finetune', 'linear_eval', 'distill', 'eval', 'export')
 
 
 class ConfigError(ValueError):
   """A config that cannot run; the message lists every problem found."""
 
 
+# Integers reach numpy, TF and XLA as 32-bit values (seeds, step counters).
+INT_LIMIT = 2**31 - 1
+
+
 def _is_number(v):
-  return isinstance(v, numbers.Real) and not isinstance(v, bool)
+  """A finite real: nan or inf in any field is a mistake, not a setting."""
+  return (isinstance(v, numbers.Real) and not isinstance(v, bool) and
+          math.isfinite(v))
 
 
 def _is_int(v):
-  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+  return (isinstance(v, numbers.Integral) and not isinstance(v, bool) and
+          -INT_LIMIT <= v <= INT_LIMIT)
 
 
-def _positive(v):
-  return _is_number(v) and v > 0
+def _int(lo, hi=INT_LIMIT, note=''):
+  """(check, description) of an integer field in [lo, hi]."""
+  upper = '2**31-1' if hi == INT_LIMIT else hi
+  return (lambda v: _is_int(v) and lo <= v <= hi,
+          f'an integer in [{lo}, {upper}]{note}')
 
 
-def _nonneg(v):
-  return _is_number(v) and v >= 0
+def _real(lo, hi=None, *, open_lo=False, open_hi=False, note=''):
+  """(check, description) of a finite real field between lo and hi."""
+  def check(v):
+    return (_is_number(v) and (v > lo if open_lo else v >= lo) and
+            (hi is None or (v < hi if open_hi else v <= hi)))
+  if hi is None:
+    what = f'a finite number {">" if open_lo else ">="} {lo}'
+  else:
+    what = f'in {"(" if open_lo else "["}{lo}, {hi}{")" if open_hi else "]"}'
+  return check, what + note
 
 
-def _prob(v):
-  return _is_number(v) and 0 <= v <= 1
+def _one_of(*values):
+  # Type-exact: depth=18.0 or mode=True are mistakes even where they compare equal.
+  return (lambda v: any(type(v) is type(x) and v == x for x in values),
+          f'one of {values}')
 
 
-def _optional(check):
-  return lambda v: v is None or check(v)
+def _string(what, nonempty=False):
+  return lambda v: isinstance(v, str) and (bool(v) or not nonempty), what
 
+
+def _optional(spec):
+  check, what = spec
+  return lambda v: v is None or check(v), f'None (auto) or {what}'
+
+
+_BOOL = (lambda v: isinstance(v, bool), 'a bool')
+_POSITIVE = _real(0, open_lo=True)
+_NONNEG = _real(0)
+_PROB = _real(0, 1)
+_FRACTION = _real(0, 1, open_lo=True)
 
 # field path -> (predicate, what it must be)
 FIELDS = {
-    'mode': (lambda v: v in MODES, f'one of {MODES}'),
-    'seed': (_is_int, 'an integer'),
-    'allow_config_change': (lambda v: isinstance(v, bool), 'a bool'),
-    'init_checkpoint': (lambda v: isinstance(v, str), 'a path string'),
-    'dataset': (lambda v: isinstance(v, str) and v, 'a dataset name'),
-    'data_dir': (lambda v: isinstance(v, str), 'a path string ("" = default)'),
-    'train_split': (lambda v: isinstance(v, str) and v, 'a split name'),
-    'eval_split': (lambda v: isinstance(v, str) and v, 'a split name'),
-    'image_size': (lambda v: _is_int(v) and v > 0, 'a positive integer'),
-    'label_fraction': (lambda v: _is_number(v) and 0 < v <= 1, 'in (0, 1]'),
-    'label_fraction_seed': (_is_int, 'an integer'),
-    'shuffle_buffer': (lambda v: _is_int(v) and v >= 1, 'an integer >= 1'),
-    'cache_train': (lambda v: isinstance(v, bool), 'a bool'),
-    'augment.crop_area_min': (lambda v: _is_number(v) and 0 < v <= 1, 'in (0, 1]'),
-    'augment.crop_area_max': (lambda v: _is_number(v) and 0 < v <= 1, 'in (0, 1]'),
-    'augment.crop_aspect_min': (_positive, 'positive'),
-    'augment.crop_aspect_max': (_positive, 'positive'),
-    'augment.crop_min_object_covered': (_prob, 'in [0, 1]'),
-    'augment.crop_max_attempts': (lambda v: _is_int(v) and v >= 1, 'an integer >= 1'),
-    'augment.flip_prob': (_prob, 'a probability in [0, 1]'),
-    'augment.color_jitter_prob': (_prob, 'a probability in [0, 1]'),
-    'augment.color_jitter_strength': (_optional(_nonneg), 'None (auto) or >= 0'),
-    'augment.color_drop_prob': (_prob, 'a probability in [0, 1]'),
-    'augment.use_blur': (_optional(lambda v: isinstance(v, bool)), 'None (auto) or a bool'),
-    'augment.blur_prob': (_prob, 'a probability in [0, 1]'),
-    'augment.blur_sigma_min': (_positive, 'positive'),
-    'augment.blur_sigma_max': (_positive, 'positive'),
-    'augment.eval_crop_proportion': (lambda v: _is_number(v) and 0 < v <= 1, 'in (0, 1]'),
-    'model.depth': (lambda v: v in DEPTHS, f'one of {DEPTHS}'),
-    'model.width_multiplier': (_positive, 'positive'),
-    'model.sk_ratio': (_nonneg, '>= 0 (0 = no selective kernels)'),
-    'model.se_ratio': (_nonneg, '>= 0 (0 = no squeeze-excitation)'),
-    'model.cifar_stem': (_optional(lambda v: isinstance(v, bool)), 'None (auto) or a bool'),
-    'model.proj_head_mode': (lambda v: v in ('none', 'linear', 'nonlinear'),
-                             "one of ('none', 'linear', 'nonlinear')"),
-    'model.num_proj_layers': (lambda v: _is_int(v) and v >= 1, 'an integer >= 1'),
-    'model.proj_out_dim': (lambda v: _is_int(v) and v >= 1, 'an integer >= 1'),
-    'model.ft_proj_selector': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
-    'model.fine_tune_after_block': (lambda v: _is_int(v) and -1 <= v <= 4, 'in -1..4'),
-    'model.zero_init_logits_layer': (lambda v: isinstance(v, bool), 'a bool'),
-    'model.global_bn': (lambda v: isinstance(v, bool), 'a bool'),
-    'model.dtype': (lambda v: v in ('float32', 'bfloat16', 'float16'),
-                    "one of ('float32', 'bfloat16', 'float16')"),
-    'train.batch_size': (lambda v: _is_int(v) and v > 0, 'a positive integer'),
-    'train.epochs': (_nonneg, '>= 0'),
-    'train.steps': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0 (0 = use epochs)'),
-    'train.optimizer': (lambda v: v in ('lars', 'momentum', 'adamw'),
-                        "one of ('lars', 'momentum', 'adamw')"),
-    'train.learning_rate': (_nonneg, '>= 0'),
-    'train.lr_scaling': (lambda v: v in ('linear', 'sqrt', 'none'),
-                         "one of ('linear', 'sqrt', 'none')"),
-    'train.warmup_epochs': (_nonneg, '>= 0'),
-    'train.weight_decay': (_nonneg, '>= 0'),
-    'train.momentum': (lambda v: _is_number(v) and 0 <= v < 1, 'in [0, 1)'),
-    'train.lars_trust_coefficient': (_positive, 'positive'),
-    'train.temperature': (_positive, 'positive'),
-    'train.hidden_norm': (lambda v: isinstance(v, bool), 'a bool'),
-    'train.lineareval_while_pretraining': (lambda v: isinstance(v, bool), 'a bool'),
-    'train.log_every_steps': (lambda v: _is_int(v) and v >= 1, 'an integer >= 1'),
-    'train.checkpoint_every_steps': (lambda v: _is_int(v) and v >= 1, 'an integer >= 1'),
-    'train.keep_checkpoints': (lambda v: _is_int(v) and v >= 1, 'an integer >= 1'),
-    'train.eval_every_steps': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
-    'train.eval_batch_size': (lambda v: _is_int(v) and v > 0, 'a positive integer'),
-    'train.knn_k': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
-    'train.knn_every_steps': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
-    'train.profile': (lambda v: isinstance(v, bool), 'a bool'),
-    'train.nonfinite': (lambda v: v in ('stop', 'skip'), "'stop' or 'skip'"),
-    'memory.size': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
-    'memory.ema_decay': (lambda v: _is_number(v) and 0 <= v < 1, 'in [0, 1)'),
-    'distill.teacher_checkpoint': (lambda v: isinstance(v, str), 'a path string'),
-    'distill.temperature': (_positive, 'positive'),
-    'distill.alpha': (_nonneg, '>= 0'),
+    'mode': _one_of(*MODES),
+    'seed': _int(0),
+    'allow_config_change': _BOOL,
+    'init_checkpoint': _string('a path string'),
+    'dataset': _string('a dataset name', nonempty=True),
+    'data_dir': _string('a path string ("" = default)'),
+    'train_split': _string('a split name', nonempty=True),
+    'eval_split': _string('a split name', nonempty=True),
+    'image_size': _int(1),
+    'label_fraction': _FRACTION,
+    'label_fraction_seed': _int(0),
+    'shuffle_buffer': _int(1),
+    'cache_train': _BOOL,
+    'augment.crop_area_min': _FRACTION,
+    'augment.crop_area_max': _FRACTION,
+    'augment.crop_aspect_min': _POSITIVE,
+    'augment.crop_aspect_max': _POSITIVE,
+    'augment.crop_min_object_covered': _PROB,
+    'augment.crop_max_attempts': _int(1),
+    'augment.flip_prob': _PROB,
+    'augment.color_jitter_prob': _PROB,
+    'augment.color_jitter_strength': _optional(_NONNEG),
+    'augment.color_drop_prob': _PROB,
+    'augment.use_blur': _optional(_BOOL),
+    'augment.blur_prob': _PROB,
+    'augment.blur_sigma_min': _POSITIVE,
+    'augment.blur_sigma_max': _POSITIVE,
+    'augment.eval_crop_proportion': _FRACTION,
+    'model.depth': _one_of(*DEPTHS),
+    'model.width_multiplier': _POSITIVE,
+    'model.sk_ratio': _real(0, note=' (0 = no selective kernels)'),
+    'model.se_ratio': _real(0, note=' (0 = no squeeze-excitation)'),
+    'model.cifar_stem': _optional(_BOOL),
+    'model.proj_head_mode': _one_of('none', 'linear', 'nonlinear'),
+    'model.num_proj_layers': _int(1),
+    'model.proj_out_dim': _int(1),
+    'model.ft_proj_selector': _int(0),
+    'model.fine_tune_after_block': _int(-1, 4),
+    'model.zero_init_logits_layer': _BOOL,
+    'model.global_bn': _BOOL,
+    'model.dtype': _one_of('float32', 'bfloat16', 'float16'),
+    'train.batch_size': _int(1),
+    'train.epochs': _NONNEG,
+    'train.steps': _int(0, note=' (0 = use epochs)'),
+    'train.optimizer': _one_of('lars', 'momentum', 'adamw'),
+    'train.learning_rate': _NONNEG,
+    'train.lr_scaling': _one_of('linear', 'sqrt', 'none'),
+    'train.warmup_epochs': _NONNEG,
+    'train.weight_decay': _NONNEG,
+    'train.momentum': _real(0, 1, open_hi=True),
+    'train.lars_trust_coefficient': _POSITIVE,
+    'train.temperature': _POSITIVE,
+    'train.hidden_norm': _BOOL,
+    'train.lineareval_while_pretraining': _BOOL,
+    'train.log_every_steps': _int(1),
+    'train.checkpoint_every_steps': _int(1),
+    'train.keep_checkpoints': _int(1),
+    'train.eval_every_steps': _int(0, note=' (0 = only at the end)'),
+    'train.eval_batch_size': _int(1),
+    'train.knn_k': _int(0),
+    'train.knn_every_steps': _int(0, note=' (0 = never)'),
+    'train.profile': _BOOL,
+    'train.nonfinite': _one_of('stop', 'skip'),
+    'memory.size': _int(0),
+    'memory.ema_decay': _real(0, 1, open_hi=True),
+    'distill.teacher_checkpoint': _string('a path string'),
+    'distill.temperature': _POSITIVE,
+    'distill.alpha': _NONNEG,
 }
 
 # Fields that change the model: a workdir's saved config must agree on them.
@@ -131,14 +160,23 @@ def _get(config, path):
   return node
 
 
+def _leaf_paths(node, prefix=''):
+  for key, value in node.items():
+    if hasattr(value, 'items'):
+      yield from _leaf_paths(value, f'{prefix}{key}.')
+    else:
+      yield prefix + key
+
+
 def find_problems(config) -> list[str]:
   """Every problem in `config`, as messages naming the field."""
-  problems = []
+  problems, bad = [], set()
   for path, (check, what) in FIELDS.items():
     try:
       value = _get(config, path)
     except (KeyError, AttributeError):
       problems.append(f'config.{path} is missing')
+      bad.add(path)
       continue
     try:
       ok = bool(check(value))
@@ -146,47 +184,69 @@ def find_problems(config) -> list[str]:
       ok = False
     if not ok:
       problems.append(f'config.{path}={value!r} must be {what}')
-  if problems:
-    return problems  # Combinations below assume well-typed fields.
+      bad.add(path)
+  # Set in Python, a misspelt field is silently ignored (the command line
+  # refuses unknown keys itself).
+  problems += [f'config.{path} is not a known field'
+               for path in _leaf_paths(config) if path not in FIELDS]
+  return problems + _combination_problems(config, bad)
 
-  aug, train, model = config.augment, config.train, config.model
-  if aug.crop_area_min > aug.crop_area_max:
-    problems.append(f'config.augment.crop_area_min={aug.crop_area_min} > '
-                    f'crop_area_max={aug.crop_area_max}')
-  if aug.crop_aspect_min > aug.crop_aspect_max:
-    problems.append('config.augment.crop_aspect_min > crop_aspect_max')
-  if aug.blur_sigma_min > aug.blur_sigma_max:
-    problems.append('config.augment.blur_sigma_min > blur_sigma_max')
-  if config.mode in ('pretrain', 'finetune', 'linear_eval', 'distill'):
-    if train.steps == 0 and train.epochs <= 0:
+
+def _combination_problems(config, bad) -> list[str]:
+  """Problems between fields, skipping rules whose fields are already wrong."""
+  def valid(*paths):
+    return not bad.intersection(paths)
+
+  get = functools.partial(_get, config)
+  problems = []
+  mode = get('mode') if valid('mode') else None
+  for name in ('crop_area', 'crop_aspect', 'blur_sigma'):
+    low, high = f'augment.{name}_min', f'augment.{name}_max'
+    if valid(low, high) and get(low) > get(high):
+      problems.append(f'config.{low}={get(low)} > {name}_max={get(high)}')
+  if mode in TRAIN_MODES:
+    if (valid('train.steps', 'train.epochs') and get('train.steps') == 0 and
+        get('train.epochs') <= 0):
       problems.append('config.train.epochs must be > 0 when config.train.steps == 0')
-    for what, size in (('batch_size', train.batch_size),
-                       ('eval_batch_size', train.eval_batch_size)):
+    for what in ('train.batch_size', 'train.eval_batch_size'):
       for count, name in ((jax.process_count(), 'processes'),
                           (jax.device_count(), 'devices')):
-        if size % count:
-          problems.append(f'config.train.{what}={size} is not divisible by the '
+        if valid(what) and get(what) % count:
+          problems.append(f'config.{what}={get(what)} is not divisible by the '
                           f'number of {name} ({count})')
-  if config.mode in ('finetune', 'linear_eval') and not config.init_checkpoint:
-    problems.append(f"config.mode={config.mode!r} needs config.init_checkpoint "
+  if (mode in FROM_CHECKPOINT_MODES and valid('init_checkpoint') and
+      not get('init_checkpoint')):
+    problems.append(f'config.mode={mode!r} needs config.init_checkpoint '
                     '(a pretraining workdir or export)')
-  if config.mode == 'distill' and not config.distill.teacher_checkpoint:
+  if (mode == 'distill' and valid('distill.teacher_checkpoint') and
+      not get('distill.teacher_checkpoint')):
     problems.append("config.mode='distill' needs config.distill.teacher_checkpoint "
                     '(a finetune workdir)')
-  n_proj = {'none': 0, 'linear': 1, 'nonlinear': model.num_proj_layers}[
-      model.proj_head_mode]
-  if config.mode in ('finetune', 'distill') and model.ft_proj_selector > n_proj:
-    problems.append(f'config.model.ft_proj_selector={model.ft_proj_selector} is '
-                    f'beyond the projection head ({n_proj} layers with '
-                    f'proj_head_mode={model.proj_head_mode!r})')
+  head = ('model.proj_head_mode', 'model.num_proj_layers', 'model.ft_proj_selector')
+  if mode in ('finetune', 'supervised', 'distill') and valid(*head):
+    head_mode, layers, selector = map(get, head)
+    n_proj = {'none': 0, 'linear': 1, 'nonlinear': layers}[head_mode]
+    if selector > n_proj:
+      problems.append(f'config.model.ft_proj_selector={selector} is beyond the '
+                      f'projection head ({n_proj} layers with '
+                      f'proj_head_mode={head_mode!r})')
+  if (valid('train.knn_every_steps', 'train.knn_k') and
+      get('train.knn_every_steps') and not get('train.knn_k')):
+    problems.append('config.train.knn_every_steps > 0 needs config.train.knn_k >= 1')
   return problems
 
 
 def check_workdir(config, workdir: Optional[str]) -> list[str]:
-  """A new run in a workdir must not change the model it saved."""
-  if not workdir or config.allow_config_change:
+  """A new training run in a workdir must not change the model it saved
+  (eval and export only read it)."""
+  if (not workdir or config.allow_config_change is True or
+      config.mode not in TRAIN_MODES):
     return []
-  saved = checkpoint.read_config(workdir)
+  try:
+    saved = checkpoint.read_config(workdir)
+  except (OSError, ValueError) as e:
+    return [f'the config saved in workdir {workdir!r} is unreadable ({e}); '
+            'use a new workdir']
   if saved is None:
     return []
   diffs = []
@@ -210,8 +270,6 @@ def check_workdir(config, workdir: Optional[str]) -> list[str]:
 
 
 def validate_or_raise(config, workdir: Optional[str] = None) -> None:
-  problems = find_problems(config)
-  if not problems:
-    problems = check_workdir(config, workdir)
+  problems = find_problems(config) + check_workdir(config, workdir)
   if problems:
     raise ConfigError('Invalid config:\n  - ' + '\n  - '.join(problems))

@@ -13,9 +13,6 @@ import jax.numpy as jnp
 
 from simclr_jax import losses
 
-MODES = ('pretrain', 'finetune', 'linear_eval', 'distill', 'eval', 'export')
-TRAIN_MODES = ('pretrain', 'finetune', 'linear_eval', 'distill')
-
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
@@ -63,7 +60,8 @@ def contrastive(config) -> Objective:
 
 
 def supervised(config) -> Objective:
-  """Fine-tuning / linear evaluation: cross-entropy of the supervised head."""
+  """Fine-tuning, linear evaluation, supervised training from scratch:
+  cross-entropy of the supervised head."""
   del config
 
   def loss_fn(out, batch, extras, axis_name):
@@ -106,7 +104,7 @@ def for_mode(config) -> Optional[Objective]:
   mode = config.mode
   if mode == 'pretrain':
     return contrastive(config)
-  if mode in ('finetune', 'linear_eval'):
+  if mode in ('finetune', 'linear_eval', 'supervised'):
     return supervised(config)
   if mode == 'distill':
     return distillation(config)

@@ -86,7 +86,49 @@ def shard_step(fn: Callable, mesh: Mesh, *, batch_argnums: Iterable[int],
   mapped = jax.shard_map(fn, mesh=mesh, in_specs=in_specs,
                          out_specs=P(DATA_AXIS) if out_batch else P(),
                          check_vma=False)
-  return jax.jit(mapped, donate_argnums=donate_argnums)
+  return CompiledOnce(jax.jit(mapped, donate_argnums=donate_argnums),
+                      getattr(fn, '__name__', 'step'))
+
+
+class CompiledOnce:
+  """A jitted step compiled ahead of time on its first call, then reused.
+
+  Compiling explicitly means (1) the step compiles exactly once: a later call
+  with other shapes is an error, never a silent recompilation; (2) with
+  several processes, all of them wait at a barrier after compiling, so the
+  first collective does not time out on a host that compiled more slowly.
+  """
+
+  def __init__(self, jitted, name: str):
+    self.jitted = jitted
+    self.name = name
+    self.compiled = None
+    self.lower = jitted.lower
+
+  def __call__(self, *args):
+    if self.compiled is None:
+      self.compiled = self.jitted.lower(*args).compile()
+      barrier(f'compiled_{self.name}')
+    return self.compiled(*args)
+
+  @property
+  def compiles(self) -> int:
+    return int(self.compiled is not None)
+
+
+_barrier_count = 0
+
+
+def barrier(name: str, timeout_s: int = 1800) -> None:
+  """Waits until every process gets here (coordination service, not a
+  device collective, so its timeout is ours rather than the collectives')."""
+  global _barrier_count
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  _barrier_count += 1
+  distributed.global_state.client.wait_at_barrier(
+      f'simclr_jax_{name}_{_barrier_count}', timeout_in_ms=timeout_s * 1000)
 
 
 def global_batch(mesh: Mesh, local_batch: dict) -> dict:

@@ -6,6 +6,7 @@ loss, the views and the heads; this file owns the step, the loop, logging,
 checkpoints and evaluation, shared by every mode.
 """
 
+import contextlib
 import dataclasses
 import signal
 import threading
@@ -23,7 +24,7 @@ from clu import metric_writers, periodic_actions
 from flax import struct
 
 from simclr_jax import checkpoint, data, knn, losses, models, objectives, optim
-from simclr_jax import parallel
+from simclr_jax import modes, parallel
 from simclr_jax import config_validation
 from simclr_jax.parallel import DATA_AXIS
 
@@ -76,7 +77,7 @@ def build_model_for(model_config, config, num_classes, *, mode=None):
       bn_axis_name=DATA_AXIS if model_config.global_bn else None,
       linear_probe=(mode == 'pretrain' and
                     config.train.lineareval_while_pretraining),
-      supervised_head=mode in ('finetune', 'linear_eval', 'distill'))
+      supervised_head=mode in modes.SUPERVISED_HEAD_MODES)
 
 
 def build_experiment(config, workdir: Optional[str] = None) -> Experiment:
@@ -88,7 +89,7 @@ def build_experiment(config, workdir: Optional[str] = None) -> Experiment:
   objective = objectives.for_mode(config)
   mesh = parallel.make_mesh()
   num_examples = (info.num_train_labelled
-                  if config.mode in ('finetune', 'linear_eval')
+                  if config.mode in modes.LABELLED_MODES
                   else info.num_train_examples)
   total, warmup = optim.schedule_steps(
       num_examples, config.train.batch_size, config.train.epochs,
@@ -307,34 +308,53 @@ def _logits_key(params):
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after each step."""
+  """Turns SIGTERM into a stop after the current step.
+
+  One process: a Python handler sets a flag the loop checks after each step.
+  Several: JAX's preemption service (started by jax.distributed) owns
+  SIGTERM and agrees on one step for all processes; a local handler would
+  replace its handler and let processes stop at different steps and hang.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
+    self._multiprocess = jax.process_count() > 1
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if (not self._multiprocess and
+        threading.current_thread() is threading.main_thread()):
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
     del signum, frame
+    logging.warning('SIGTERM received: stopping after the current step.')
     self.requested = True
 
   def should_stop(self, step: int) -> bool:
-    if jax.process_count() > 1:
+    if self._multiprocess:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       try:
-        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-        return bool(multihost_utils.reached_preemption_sync_point(step)) or (
-            self.requested)
-      except Exception:  # pylint: disable=broad-except
-        return self.requested
+        self.requested = bool(
+            multihost_utils.reached_preemption_sync_point(step))
+      except RuntimeError:  # The preemption service is not running.
+        pass
     return self.requested
 
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+
+@contextlib.contextmanager
+def _waiting_for(manager):
+  """Waits for async saves on the way out, errors included: the save in
+  flight may be the last good checkpoint."""
+  try:
+    yield
+  finally:
+    manager.wait_until_finished()
 
 
 def _flush_metrics(window, step, writer, config):
@@ -387,8 +407,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                config.train.batch_size, jax.device_count(), start_step)
 
   train_step = make_train_step(exp)
+  has_classifier = (config.mode != 'pretrain' or
+                    config.train.lineareval_while_pretraining)
   eval_step = (make_eval_step(exp, exp.objective.logits_key)
-               if getattr(exp.info, 'num_eval_examples', 0) else None)
+               if exp.info.num_eval_examples and has_classifier else None)
   teacher_variables = (parallel.replicate(exp.mesh, exp.teacher[1])
                        if exp.teacher else {})
   hooks = []
@@ -405,7 +427,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   seen_nonfinite = int(jax.device_get(state.nonfinite)[0])
   preempted = False
   t0 = time.time()
-  with _Preemption() as preemption:
+  with _Preemption() as preemption, _waiting_for(manager):
     for step in range(start_step + 1, total + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, metrics = train_step(state, next(batches), teacher_variables)
@@ -428,21 +450,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           step % config.train.knn_every_steps == 0):
         writer.write_scalars(step, {'eval/knn_top1': knn.knn_accuracy(
             exp, _variables(state), k=config.train.knn_k)})
-      if step % config.train.checkpoint_every_steps == 0 or last:
-        checkpoint.save(manager, step, state)
-      if preemption.should_stop(step) and not last:
-        _check_nonfinite(state, config, seen_nonfinite)
-        checkpoint.save(manager, step, state, force=True)
+      preempted = preemption.should_stop(step) and not last
+      if (step % config.train.checkpoint_every_steps == 0 or last or
+          preempted):
+        # 'stop' raises here, so no checkpoint follows a non-finite step.
+        seen_nonfinite = _check_nonfinite(state, config, seen_nonfinite)
+        checkpoint.save(manager, step, state, force=preempted)
+      if preempted:
         manager.wait_until_finished()
         logging.warning('Preemption requested: saved a checkpoint at step %d '
                         'in %s; exiting cleanly. Rerun the same command to '
                         'resume.', step, manager.directory)
-        preempted = True
         break
-  manager.wait_until_finished()
   train_seconds = time.time() - t0
   result = {'step': int(jax.device_get(state.step)), 'start_step': start_step,
-            'preempted': preempted, 'history': history,
+            'preempted': preempted, 'nonfinite_steps': seen_nonfinite,
+            'history': history,
             'train_seconds': train_seconds,
             'train_compiles': _compile_count(train_step)}
   result.update({'train/' + k: v for k, v in summary.items()})
@@ -460,11 +483,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return result
 
 
-def _compile_count(jitted) -> int:
-  try:
-    return int(jitted._cache_size())  # pylint: disable=protected-access
-  except Exception:  # pylint: disable=broad-except
-    return -1
+def _compile_count(step) -> int:
+  if isinstance(step, parallel.CompiledOnce):
+    return step.compiles
+  return int(step._cache_size())  # pylint: disable=protected-access
 
 
 def _log_compiles(jitted):

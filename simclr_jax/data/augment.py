@@ -185,20 +185,29 @@ def sample_decisions(seed, cfg, image_size):
   def coin(name, prob):
     return uniform(name) < prob
 
-  s = p.color_jitter_strength
+  ranges = uniform_ranges(p)
   return {
       'flip': coin('flip', p.flip_prob),
       'jitter': coin('jitter', p.color_jitter_prob),
       # argsort of iid uniforms is a uniformly random permutation.
       'order': tf.argsort(uniform('order', shape=(4,))),
-      'brightness': uniform('brightness', max(0.0, 1 - 0.8 * s), 1 + 0.8 * s),
-      'contrast': uniform('contrast', max(0.0, 1 - 0.8 * s), 1 + 0.8 * s),
-      'saturation': uniform('saturation', max(0.0, 1 - 0.8 * s), 1 + 0.8 * s),
-      'hue': uniform('hue', -0.2 * s, 0.2 * s),
+      **{name: uniform(name, *ranges[name]) for name in ranges},
       'drop': coin('drop', p.color_drop_prob),
       'blur': tf.logical_and(p.use_blur, coin('blur', p.blur_prob)),
       'sigma': uniform('sigma', p.blur_sigma_min, p.blur_sigma_max),
   }
+
+
+def uniform_ranges(p: AugmentParams):
+  """(low, high) of each colour-jitter factor for strength s (SimCLR's).
+
+  Shared with the on-device version (device_augment.py), so that both draw
+  from the same distributions.
+  """
+  s = p.color_jitter_strength
+  factor = (max(0.0, 1 - 0.8 * s), 1 + 0.8 * s)
+  return {'brightness': factor, 'contrast': factor, 'saturation': factor,
+          'hue': (-0.2 * s, 0.2 * s)}
 
 
 def color_jitter(image, decisions):
@@ -253,16 +262,21 @@ def augment_pretrain(image, seed, cfg, image_size):
   decisions = sample_decisions(seed, cfg, image_size)
   image = random_crop_and_resize(image, crop_seed, cfg, image_size)
   image = _flip(image, decisions['flip'])
+  image = distort_colors(image, decisions, image_size)
+  return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def distort_colors(image, decisions, image_size):
+  """The colour part of a view: jitter, colour drop, blur, as decided."""
   image = tf.cond(decisions['jitter'], lambda: color_jitter(image, decisions),
                   lambda: image)
   image = tf.cond(decisions['drop'], lambda: to_grayscale(image),
                   lambda: image)
   kernel_size = blur_kernel_size(image_size)
-  image = tf.cond(
+  return tf.cond(
       decisions['blur'],
       lambda: gaussian_blur(image, decisions['sigma'], kernel_size),
       lambda: image)
-  return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
 def augment_finetune(image, seed, cfg, image_size):

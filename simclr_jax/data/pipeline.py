@@ -27,10 +27,8 @@ import tensorflow_datasets as tfds
 
 from simclr_jax.data import augment
 from simclr_jax.data import digits
+from simclr_jax.modes import LABELLED_MODES, TRAIN_MODES
 
-TRAIN_MODES = ('pretrain', 'finetune', 'linear_eval', 'distill')
-# Modes that train only on examples inside the label fraction.
-LABELLED_MODES = ('finetune', 'linear_eval')
 FOLDER_PREFIX = 'folder:'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 # Fixed-shape tfds shards up to this many decoded bytes are held in memory.

@@ -1,0 +1,1 @@
+"""Benchmark scripts (plain programs; a package only so tests can import them)."""
