@@ -147,9 +147,10 @@ def nominal_peak_flops(device_kind: str, dtype: str):
   return None
 
 
-# Device-side op names in a trace, by kind (first match wins); names are HLO
-# instruction names on the CPU and kernel names on GPUs.
-OP_KINDS = (('convolution', r'conv|cudnn|xmma'), ('matmul', r'dot|gemm|matmul'),
+# Device-side op names in a trace, by kind (first match wins): HLO names on
+# the CPU (whose convolutions and dots run as XNNPACK 'ynn_fusion's), kernel
+# names on GPUs (cuDNN / cuBLAS / CUTLASS).
+OP_KINDS = (('conv/matmul', r'conv|ynn|xnn|cudnn|xmma|gemm|cutlass|dot|matmul'),
             ('collective', r'all-reduce|all-gather|reduce-scatter|nccl'),
             ('copy/transpose', r'copy|transpose'),
             ('reduce (BN, norms)', r'reduce'),

@@ -1,9 +1,11 @@
 """Throughput of the SimCLR training input pipeline on this machine's CPUs.
 
 Measures two-view pretraining examples per second through the real pipeline
-(index shuffling, stateless augmentation, batching), in two settings:
+(index shuffling, stateless augmentation, batching), in three settings:
   * 224x224 from JPEG bytes of ImageNet-like size (500x375, smooth content so
     they compress like photos), which exercises the fused decode-and-crop;
+  * the same with colour jitter, colour drop and blur switched off: what the
+    host still does when those run on the accelerator (device_augment.py);
   * 32x32 from uint8 arrays in memory (CIFAR-like).
 It divides by the cores tf.data may use, because that figure tells how many
 host cores a given accelerator step rate needs.
@@ -42,11 +44,15 @@ def photo_like_jpegs(count, height=375, width=500, seed=0):
   return np.array(encoded, dtype=object)
 
 
-def measure(shard, image_size, batch_size, warmup_batches, seconds):
+def measure(shard, image_size, batch_size, warmup_batches, seconds,
+            colors=True):
   """Examples/s of the pretraining stream over `shard` after a warm-up."""
   config = default.get_config()
   config.image_size = image_size
   config.mode = 'pretrain'
+  if not colors:  # Crop and flip only: the colour ops' conditions never hold.
+    config.augment.color_jitter_prob = config.augment.color_drop_prob = 0.0
+    config.augment.use_blur = False
   ds = pipeline.train_dataset(shard, config, process_index=0, start_step=0,
                               batch_size=batch_size)
   batches = iter(ds)
@@ -89,12 +95,13 @@ def main(argv=None):
       np.ones(len(pixels), np.float32), np.arange(len(pixels)))
 
   settings = [
-      ('jpeg_500x375_to_224', jpeg_shard, 224),
-      ('uint8_32_to_32', pixel_shard, 32),
+      ('jpeg_500x375_to_224', jpeg_shard, 224, True),
+      ('jpeg_500x375_to_224_crop_flip_only', jpeg_shard, 224, False),
+      ('uint8_32_to_32', pixel_shard, 32, True),
   ]
   results = []
-  for name, shard, size in settings:
-    rate = measure(shard, size, batch_size, warmup, seconds)
+  for name, shard, size, colors in settings:
+    rate = measure(shard, size, batch_size, warmup, seconds, colors)
     results.append({
         'setting': name,
         'image_size': size,
@@ -115,9 +122,9 @@ def main(argv=None):
 
   print(f'cores used by tf.data: {cores}   TF {tf.__version__}   '
         f'mean JPEG size {report["mean_jpeg_kb"]} KiB')
-  print(f'{"setting":<22} {"two-view examples/s":>20} {"per core":>10}')
+  print(f'{"setting":<36} {"two-view examples/s":>20} {"per core":>10}')
   for r in results:
-    print(f'{r["setting"]:<22} {r["examples_per_s"]:>20.1f} '
+    print(f'{r["setting"]:<36} {r["examples_per_s"]:>20.1f} '
           f'{r["examples_per_s_per_core"]:>10.1f}')
   if args.json_out:
     with open(args.json_out, 'w') as f:

@@ -7,7 +7,7 @@ is timed. FLOPs come from XLA's cost analysis of the compiled step; utilisation
 is given against a matmul peak measured in the same run and, on a known
 accelerator, against its nominal peak.
 
-  python benchmarks/train_step.py --json_out=/tmp/train_step.json
+  python benchmarks/train_step.py --json_out=/tmp/train_step.json  # ~4 min, CPU
   python benchmarks/train_step.py --models=r50_224 --batch_sizes=128,256 \
       --dtypes=bfloat16 --matmul_size=8192          # on a GPU/TPU host
   python benchmarks/train_step.py --tiny            # seconds, smoke test
@@ -113,8 +113,9 @@ def main(argv=None):
                       help=f'Comma-separated NAME[:WIDTH]; names {sorted(MODELS)}.')
   parser.add_argument('--batch_sizes', default='8,16,32',
                       help='Global batch sizes (images; each gives two views).')
-  parser.add_argument('--dtypes', default='float32,bfloat16',
-                      help='Compute dtypes (parameters stay float32).')
+  parser.add_argument('--dtypes', default='float32',
+                      help='Compute dtypes, e.g. float32,bfloat16 (parameters '
+                      'stay float32).')
   parser.add_argument('--devices', type=int, default=0,
                       help='Use the first N devices; 0 = all.')
   parser.add_argument('--warmup', type=int, default=1,
@@ -138,13 +139,27 @@ def main(argv=None):
   devices = jax.devices()[:args.devices or None]
   kind = devices[0].device_kind
   dtypes = common.str_list(args.dtypes)
-  peaks = {d: common.matmul_peak_flops(d, args.matmul_size) * len(devices)
-           for d in dtypes}
+
+  def measure_peaks(previous=None):
+    """All devices' matmul FLOP/s; the best of now and `previous`, since a
+    busy shared host can only make a measured peak lower than the truth."""
+    return {d: max(common.matmul_peak_flops(d, args.matmul_size) *
+                   len(devices), (previous or {}).get(d, 0.0))
+            for d in dtypes}
+
+  def add_utilisation(row, peaks):
+    nominal = common.nominal_peak_flops(kind, row['dtype'])
+    nominal = nominal and nominal * len(devices)
+    achieved = row['achieved_tflops'] * 1e12
+    row.update(measured_peak_tflops=peaks[row['dtype']] / 1e12,
+               mfu_measured=achieved / peaks[row['dtype']],
+               nominal_peak_tflops=nominal and nominal / 1e12,
+               mfu_nominal=nominal and achieved / nominal)
+
+  peaks = measure_peaks()
   rows = []
   report = {'benchmark': 'train_step', 'tiny': args.tiny,
-            'machine': common.machine(), 'args': vars(args),
-            'measured_peak_tflops': {d: p / 1e12 for d, p in peaks.items()},
-            'results': rows}
+            'machine': common.machine(), 'args': vars(args), 'results': rows}
   for spec in common.str_list(args.models):
     name, width = common.parse_model(spec)
     for dtype in dtypes:
@@ -154,17 +169,15 @@ def main(argv=None):
                       steps=args.steps, profile_dir=args.profile_dir and
                       os.path.join(args.profile_dir,
                                    f'{name}_{width}_{dtype}_{batch_size}'))
-        nominal = common.nominal_peak_flops(kind, dtype)
-        achieved = row['achieved_tflops'] * 1e12
-        row.update(
-            measured_peak_tflops=peaks[dtype] / 1e12,
-            mfu_measured=achieved / peaks[dtype],
-            nominal_peak_tflops=nominal and nominal * len(devices) / 1e12,
-            mfu_nominal=nominal and achieved / (nominal * len(devices)))
+        add_utilisation(row, peaks)
         rows.append(row)
         common.write_json(args.json_out, report, final=False)
         print(f'  {spec} {dtype} batch {batch_size}: '
               f'{row["images_per_s"]:.1f} img/s', flush=True)
+  peaks = measure_peaks(peaks)
+  for row in rows:
+    add_utilisation(row, peaks)
+  report['measured_peak_tflops'] = {d: p / 1e12 for d, p in peaks.items()}
 
   print(f'{kind} x{len(devices)}; measured matmul peak (TFLOP/s): ' +
         ', '.join(f'{d} {p / 1e12:.3f}' for d, p in peaks.items()))

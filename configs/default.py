@@ -88,7 +88,7 @@ def get_config(arg=None):
   # ---- Training -------------------------------------------------------------
   train = config.train = ml_collections.ConfigDict()
   train.batch_size = 256           # Global batch, all devices of all hosts.
-  train.epochs = 100
+  train.epochs = 100.0
   train.steps = 0                  # > 0 overrides epochs.
   train.optimizer = 'lars'         # lars | momentum | adamw
   train.learning_rate = 0.3        # Base rate, scaled by lr_scaling.

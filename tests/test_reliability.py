@@ -20,8 +20,13 @@ from simclr_jax import checkpoint, config_validation, train
 from simclr_jax.config_validation import ConfigError
 from test_train import tiny_config
 
+# Orbax's asyncio loop complains (later, at garbage collection) on its way out
+# of a failed read of a corrupt checkpoint; harmless.
+pytestmark = pytest.mark.filterwarnings(
+    'ignore::pytest.PytestUnraisableExceptionWarning')
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 6          # of the command-line runs; every step is checkpointed.
+STEPS = 14         # of the command-line runs; every step is checkpointed.
 RUN_TIMEOUT = 300
 
 
@@ -64,17 +69,26 @@ def _run(workdir, data_dir, log_path) -> str:
   return log
 
 
+def _latest_step(workdir):
+  steps = [int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))
+           if s.isdigit()]
+  return max(steps, default=0)
+
+
 def _interrupt(workdir, data_dir, log_path, sig, rng):
-  """Starts a run and sends `sig` at a random moment after checkpoint step
-  k (random, >= 1) exists: during a step or during the next async save."""
-  at = int(rng.integers(1, STEPS - 2))
+  """Starts a run (or resumes one) and sends `sig` at a random moment soon
+  after its 2nd or 3rd new checkpoint exists: in a step or an async save."""
+  at = (_latest_step(workdir) if os.path.isdir(workdir) else 0) + int(
+      rng.integers(2, 3, endpoint=True))
   proc = _start(workdir, data_dir, log_path)
   deadline = time.time() + RUN_TIMEOUT
   while not os.path.isdir(os.path.join(workdir, 'checkpoints', str(at))):
     assert proc.poll() is None and time.time() < deadline, (
         open(log_path).read()[-3000:])
     time.sleep(0.02)
-  time.sleep(float(rng.uniform(0, 0.4)))
+  delay = float(rng.uniform(0, 0.25))
+  print(f'Sending {sig!r} {delay:.2f}s after checkpoint step {at} appeared.')
+  time.sleep(delay)
   proc.send_signal(sig)
   proc.wait(timeout=RUN_TIMEOUT)
   return proc.returncode, open(log_path).read()
@@ -86,12 +100,18 @@ def _weights(workdir):
                                                    loaded['batch_stats']))
 
 
-def _assert_bit_identical(a, b):
-  (step_a, tree_a), (step_b, tree_b) = a, b
-  assert step_a == step_b == STEPS
+def _assert_identical(tree_a, tree_b):
+  """Same structure, dtypes and bits."""
   assert jax.tree.structure(tree_a) == jax.tree.structure(tree_b)
   for x, y in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)):
-    assert x.dtype == y.dtype and np.array_equal(x, y)
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
+
+
+def _assert_final_weights_equal(workdir, reference):
+  step, weights = _weights(workdir)
+  assert step == reference[1][0] == STEPS
+  _assert_identical(weights, reference[1][1])
 
 
 @pytest.fixture(scope='module')
@@ -121,47 +141,47 @@ def _truncate(step_dir):
     os.truncate(path, os.path.getsize(path) // 2)
 
 
-def test_sigkill_then_resume_is_bit_identical(data_dir, reference, tmp_path):
-  rng = np.random.default_rng()
-  workdir = str(tmp_path / 'killed')
-  rc, log = _interrupt(workdir, data_dir, workdir + '.log', signal.SIGKILL, rng)
-  assert rc == -signal.SIGKILL, log[-3000:]
-  assert not os.path.isdir(os.path.join(workdir, 'checkpoints', str(STEPS)))
-  log = _run(workdir, data_dir, workdir + '.resume.log')
-  assert 'Resumed from' in log
-  _assert_bit_identical(_weights(workdir), reference[1])
-
-
-def test_sigterm_saves_exits_0_and_resumes_bit_identical_past_corruption(
+def test_killed_preempted_and_corrupted_run_resumes_bit_identical(
     data_dir, reference, tmp_path):
-  """SIGTERM: the step finishes, a checkpoint is written and awaited, exit 0.
-  That checkpoint is then silently corrupted (same size, orbax reads it
-  without error): the resumed run detects it, uses the previous step and
-  still ends bit-identical."""
-  rng = np.random.default_rng()
-  workdir = str(tmp_path / 'preempted')
-  rc, log = _interrupt(workdir, data_dir, workdir + '.log', signal.SIGTERM, rng)
-  assert rc == 0, log[-3000:]
-  assert 'Final linear-probe' not in log
-  line = next(l for l in log.splitlines()
-              if 'Preemption requested: saved a checkpoint at step' in l)
-  step = int(line.split('at step ')[1].split()[0])
-  assert 1 < step < STEPS
-  step_dir = os.path.join(workdir, 'checkpoints', str(step))
-  assert os.path.isdir(step_dir)
-  _flip_bytes(step_dir)
+  """One run through three mishaps (one chain: each start costs ~20 s).
 
-  log = _run(workdir, data_dir, workdir + '.resume.log')
+  1. SIGKILL mid-run: a restart resumes from the last complete checkpoint
+     (an async save cut short is never picked up).
+  2. SIGTERM mid-run: the step finishes, a checkpoint is written and
+     awaited, the process exits 0 saying so.
+  3. That checkpoint is silently corrupted (same size; orbax reads it without
+     error): the restart reports it, sets it aside and uses the previous one.
+  The final weights equal the uninterrupted run's bit for bit.
+  """
+  rng = np.random.default_rng()
+  workdir = str(tmp_path / 'run')
+  rc, log = _interrupt(workdir, data_dir, workdir + '.1.log', signal.SIGKILL,
+                       rng)
+  assert rc == -signal.SIGKILL, log[-3000:]
+  killed_after = _latest_step(workdir)
+  assert killed_after < STEPS
+
+  rc, log = _interrupt(workdir, data_dir, workdir + '.2.log', signal.SIGTERM,
+                       rng)
+  assert rc == 0, log[-3000:]
+  assert f'Resumed from {workdir}/checkpoints at step {killed_after}.' in log
+  assert 'Final linear-probe' not in log
+  lines = [l for l in log.splitlines()
+           if 'Preemption requested: saved a checkpoint at step' in l]
+  assert len(lines) == 1, log[-3000:]
+  step = int(lines[0].split('at step ')[1].split()[0])
+  assert killed_after < step < STEPS and step == _latest_step(workdir)
+  _flip_bytes(os.path.join(workdir, 'checkpoints', str(step)))
+
+  log = _run(workdir, data_dir, workdir + '.3.log')
   assert f'Checkpoint step {step} in' in log and 'is unreadable' in log
   assert f'Using checkpoint step {step - 1} instead' in log
   assert f'Resumed from {workdir}/checkpoints at step {step - 1}.' in log
   # Set aside, not deleted.
   assert os.path.isdir(os.path.join(workdir, checkpoint.UNREADABLE_DIR, str(step)))
-  _assert_bit_identical(_weights(workdir), reference[1])
+  _assert_final_weights_equal(workdir, reference)
 
 
-# Orbax's asyncio loop complains on its way out of a failed read; harmless.
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_corrupt_or_partial_latest_checkpoint_falls_back(reference, tmp_path,
                                                         caplog):
   source, _ = reference
@@ -174,7 +194,7 @@ def test_corrupt_or_partial_latest_checkpoint_falls_back(reference, tmp_path,
     with caplog.at_level(logging.ERROR):
       step, weights = _weights(workdir)
     assert step == STEPS - 1
-    _assert_same(weights, previous[1])
+    _assert_identical(weights, previous[1])
     assert f'Cannot read checkpoint step {STEPS}' in caplog.text
 
     # The trainer's restore: reported, set aside, the previous step used.
@@ -184,7 +204,7 @@ def test_corrupt_or_partial_latest_checkpoint_falls_back(reference, tmp_path,
     with caplog.at_level(logging.WARNING):
       restored, step = checkpoint.restore_latest(manager, target)
     assert step == STEPS - 1
-    _assert_same(jax.device_get(restored), jax.device_get(target))
+    _assert_identical(jax.device_get(restored), jax.device_get(target))
     assert f'Checkpoint step {STEPS} in' in caplog.text
     assert f'Using checkpoint step {STEPS - 1} instead' in caplog.text
     assert manager.all_steps() == [STEPS - 2, STEPS - 1]
@@ -208,11 +228,6 @@ def test_corrupt_or_partial_latest_checkpoint_falls_back(reference, tmp_path,
   with pytest.raises(ValueError, match='No readable checkpoint'):
     checkpoint.restore_latest(manager, target)
   manager.close()
-
-
-def _assert_same(tree_a, tree_b):
-  for x, y in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b), strict=True):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 # ---------------------------------------------------------------------------
@@ -258,11 +273,10 @@ def test_nonfinite_skip_counts_and_leaves_the_state_unchanged(
                        checkpoint_every_steps=1, nonfinite='skip')
   result = train.train_and_evaluate(config, workdir)
   assert result['step'] == 4 and result['nonfinite_steps'] == 1
-  assert np.isfinite(result['train/contrast_acc'])
   assert _steps_on_disk(workdir) == [2, 3, 4]
   at = {s: _weights(os.path.join(workdir, 'checkpoints', str(s)))[1]
         for s in (2, 3, 4)}
-  _assert_same(at[3], at[2])      # The skipped step changed nothing...
+  _assert_identical(at[3], at[2])      # The skipped step changed nothing...
   assert not all(np.array_equal(a, b) for a, b in   # ...the next one did.
                  zip(jax.tree.leaves(at[4]), jax.tree.leaves(at[3])))
 

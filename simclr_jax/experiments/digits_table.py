@@ -99,6 +99,7 @@ def run(workdir, data_dir='', quick=False, pretrain_steps=0, finetune_steps=300,
   pre_config.train.lineareval_while_pretraining = False
   if quick:
     pre_config.train.steps = 6
+    pre_config.train.batch_size = 64
     pre_config.train.log_every_steps = 3
   elif pretrain_steps:
     pre_config.train.steps = pretrain_steps
@@ -160,6 +161,8 @@ def run(workdir, data_dir='', quick=False, pretrain_steps=0, finetune_steps=300,
     config.distill.teacher_checkpoint = teacher_dir
     config.model.width_multiplier = width
     config.train.steps = distill_steps
+    if quick:
+      config.train.batch_size = 64
     config.train.log_every_steps = max(1, distill_steps // 5)
     config.train.checkpoint_every_steps = distill_steps
     result = train.train_and_evaluate(
