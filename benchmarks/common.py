@@ -18,10 +18,6 @@ import time
 # Other work on a shared host skews timings: reported with every result.
 LOAD_AT_START = os.getloadavg()
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-  sys.path.insert(0, REPO)
-
 # Nominal dense peaks per chip in TFLOP/s: (bfloat16, float32 as JAX runs it
 # by default: TF32 tensor cores on NVIDIA, bf16 passes on TPU). First match
 # of a substring of `device.device_kind` wins, so longer names come first.

@@ -23,7 +23,7 @@ def get_config(arg=None):
   config.model.width_multiplier = 0.25
 
   config.train.batch_size = 256
-  config.train.epochs = 200
+  config.train.epochs = 120
   config.train.learning_rate = 1.0
   config.train.warmup_epochs = 10
   config.train.weight_decay = 1e-4

@@ -74,20 +74,21 @@ def test_report_makes_figures_and_tables(tmp_path, capsys):
   results.mkdir()
   common_row = dict(model='r18_cifar32', width=1.0, batch_size=8)
   jax_row = dict(common_row, dtype='float32', compile_s=1.0, step_s=0.5,
-                 spread=0.1, images_per_s=16.0, xla_flops_per_step=1e9,
+                 step_s_min=0.5, spread=0.1, images_per_s=16.0, xla_flops_per_step=1e9,
                  achieved_tflops=0.002, mfu_measured=0.5)
   loss_row = dict(global_batch=256, queue_size=0, rows_per_device=32,
                   gflop=1.0, timed=True, time_s=0.01, spread=0.1,
                   achieved_tflops=0.1, peak_mib_per_device=3.0, devices=8)
   for name, row in (('train_step', jax_row),
-                    ('torch_step', dict(common_row, images_per_s=8.0)),
+                    ('torch_step', dict(common_row, images_per_s=8.0,
+                                        step_s_min=1.0)),
                     ('loss', loss_row)):
     (results / f'{name}.json').write_text(json.dumps(
         {'tiny': False, 'results': [row]}))
   report_script.main([str(results), f'--figures={tmp_path}'])
   assert (tmp_path / 'train_step_images_per_s.png').stat().st_size > 0
   assert (tmp_path / 'loss_time.png').stat().st_size > 0
-  assert '| r18_cifar32 | 1 | 8 | 16.0 | 8.0 | 2.00 |' in capsys.readouterr().out
+  assert '| r18_cifar32 | 1 | 8 | 16.00 | 8.00 | 2.00 | 2.00 |' in capsys.readouterr().out
 
 
 def test_train_step_compiles_once_donates_and_keeps_fp32_weights():

@@ -46,8 +46,13 @@ METHODS = {
 }
 
 
-def _with_data_dir(config, data_dir):
+def _prepare(config, data_dir, quick):
+  """Sets the data_dir; --quick also shrinks the model and batches."""
   config.data_dir = data_dir
+  if quick:
+    config.model.width_multiplier /= 2
+    config.train.batch_size = 32
+    config.train.eval_batch_size = 64
   return config
 
 
@@ -95,11 +100,10 @@ def run(workdir, data_dir='', quick=False, pretrain_steps=0, finetune_steps=300,
   timings, acc = {}, {m: {f: [] for f in fractions} for m in METHODS}
 
   # 1. SimCLR pretraining, labels unused.
-  pre_config = _with_data_dir(digits.get_config(), data_dir)
+  pre_config = _prepare(digits.get_config(), data_dir, quick)
   pre_config.train.lineareval_while_pretraining = False
   if quick:
     pre_config.train.steps = 6
-    pre_config.train.batch_size = 64
     pre_config.train.log_every_steps = 3
   elif pretrain_steps:
     pre_config.train.steps = pretrain_steps
@@ -135,7 +139,7 @@ def run(workdir, data_dir='', quick=False, pretrain_steps=0, finetune_steps=300,
     t0 = time.time()
     for f in fractions:
       for seed in seeds:
-        config = _with_data_dir(digits_finetune.get_config(), data_dir)
+        config = _prepare(digits_finetune.get_config(), data_dir, quick)
         config.mode = mode
         config.init_checkpoint = pre_dir if mode == 'finetune' else ''
         config.label_fraction = f
@@ -157,12 +161,10 @@ def run(workdir, data_dir='', quick=False, pretrain_steps=0, finetune_steps=300,
                         pre_config.model.width_multiplier),
                        ('narrower student (half width)',
                         pre_config.model.width_multiplier / 2)):
-    config = _with_data_dir(digits_distill.get_config(), data_dir)
+    config = _prepare(digits_distill.get_config(), data_dir, quick)
     config.distill.teacher_checkpoint = teacher_dir
     config.model.width_multiplier = width
     config.train.steps = distill_steps
-    if quick:
-      config.train.batch_size = 64
     config.train.log_every_steps = max(1, distill_steps // 5)
     config.train.checkpoint_every_steps = distill_steps
     result = train.train_and_evaluate(
