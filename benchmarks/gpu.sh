@@ -33,7 +33,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv \
     >> "$out/log.txt" 2>&1 || true
 
 # Step throughput vs batch, bf16 and f32 (f32 runs as TF32 on the GPU).
-run train_step_r18 90 benchmarks/train_step.py --models=r18_cifar32 \
+run train_step_r18 85 benchmarks/train_step.py --models=r18_cifar32 \
     --batch_sizes=256,1024 --dtypes=bfloat16,float32 --matmul_size=8192 \
     --steps=10 --repeats=5 ${EXTRA_ARGS:-}
 run train_step_r50 110 benchmarks/train_step.py --models=r50_224 \
@@ -43,8 +43,10 @@ run train_step_r50 110 benchmarks/train_step.py --models=r50_224 \
 run loss 40 benchmarks/loss.py --batches=1024,4096,16384 \
     --queue_sizes=0,65536 --max_timed_gflop=0 --repeats=5 ${EXTRA_ARGS:-}
 # The same steps in PyTorch (skips itself when torch is missing).
-run torch_step 30 benchmarks/torch_step.py --models=r18_cifar32,r50_224 \
-    --batch_sizes=256 --channels_last --steps=5 --repeats=3 ${EXTRA_ARGS:-}
+# bfloat16 autocast, to pair with the JAX bfloat16 rows at batch 256.
+run torch_step 40 benchmarks/torch_step.py --models=r18_cifar32,r50_224 \
+    --batch_sizes=256 --dtype=bfloat16 --channels_last --steps=5 --repeats=3 \
+    ${EXTRA_ARGS:-}
 # Host input pipeline on this machine's cores (what feeds the GPU).
-run input_pipeline 30 benchmarks/input_pipeline.py --seconds=8
+run input_pipeline 25 benchmarks/input_pipeline.py --seconds=6
 exit $status

@@ -17,6 +17,14 @@ import os
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+
+
+def _plain_log_y(ax):
+  """Log y axis labelled 0.5, 2, 10 rather than 5 x 10^-1."""
+  ax.set_yscale('log')
+  ax.yaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))
+  ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter('%g'))
 
 
 def load(folder, prefix):
@@ -31,7 +39,8 @@ def load(folder, prefix):
 
 
 def _key(row):
-  return (row['model'], row['width'], row['batch_size'])
+  return (row['model'], row['width'], row['batch_size'],
+          row.get('dtype', 'float32'))
 
 
 def plot_train_step(jax_rows, torch_rows, path):
@@ -41,7 +50,8 @@ def plot_train_step(jax_rows, torch_rows, path):
     series.setdefault((f'JAX {r["model"]} w{r["width"]:g} {r["dtype"]}'),
                       {})[r['batch_size']] = r['images_per_s']
   for r in torch_rows:
-    series.setdefault(f'PyTorch {r["model"]} w{r["width"]:g} float32',
+    series.setdefault(f'PyTorch {r["model"]} w{r["width"]:g} '
+                      f'{r.get("dtype", "float32")}',
                       {})[r['batch_size']] = r['images_per_s']
   for label, points in sorted(series.items()):
     batches = sorted(points)
@@ -49,7 +59,7 @@ def plot_train_step(jax_rows, torch_rows, path):
             linestyle='--' if label.startswith('PyTorch') else '-',
             label=label)
   ax.set_xscale('log', base=2)
-  ax.set_yscale('log')
+  _plain_log_y(ax)
   ax.set_xlabel('global batch (images, two views each)')
   ax.set_ylabel('images / s')
   ax.set_title('SimCLR pretraining step throughput')
@@ -124,13 +134,14 @@ def main(argv=None):
         ('mfu_measured', 'MFU vs matmul', '.0%')]))
   torch_by_key = {_key(r): r for r in torch_rows}
   pairs = [(r, torch_by_key[_key(r)]) for r in jax_rows
-           if r['dtype'] == 'float32' and _key(r) in torch_by_key]
+           if _key(r) in torch_by_key]
   if pairs:
     print()
     print(table(pairs, [
         (lambda p: p[0]['model'], 'model', 's'),
         (lambda p: p[0]['width'], 'width', 'g'),
         (lambda p: p[0]['batch_size'], 'batch', 'd'),
+        (lambda p: p[0]['dtype'], 'dtype', 's'),
         (lambda p: p[0]['images_per_s'], 'JAX images/s', '.2f'),
         (lambda p: p[1]['images_per_s'], 'PyTorch images/s', '.2f'),
         (lambda p: p[0]['images_per_s'] / p[1]['images_per_s'],

@@ -143,7 +143,7 @@ if torch is not None:
 
 
 def measure(name, width, batch_size, device, *, warmup, repeats, steps,
-            channels_last):
+            channels_last, dtype):
   depth, size = MODELS[name]
   model = SimCLR(depth, width, cifar_stem=size <= 32).to(device)
   optimizer = LARS(model.parameters(), lr=0.3)
@@ -157,9 +157,12 @@ def measure(name, width, batch_size, device, *, warmup, repeats, steps,
   state = {}
 
   def step():
-    z, probe_logits = model(views)
-    loss = nt_xent(z, 0.1) + F.cross_entropy(probe_logits,
-                                             torch.cat([labels, labels]))
+    # bfloat16: autocast compute, float32 weights (as config.model.dtype).
+    with torch.autocast(device.type, torch.bfloat16,
+                        enabled=dtype == 'bfloat16'):
+      z, probe_logits = model(views)
+    loss = nt_xent(z.float(), 0.1) + F.cross_entropy(
+        probe_logits.float(), torch.cat([labels, labels]))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -174,7 +177,7 @@ def measure(name, width, batch_size, device, *, warmup, repeats, steps,
   timing = common.time_windows(window, warmup=warmup, repeats=repeats)
   step_s = timing['median_s'] / steps
   return dict(model=name, depth=depth, image_size=size, width=width,
-              batch_size=batch_size, device=str(device),
+              batch_size=batch_size, dtype=dtype, device=str(device),
               channels_last=channels_last, step_s=step_s,
               step_s_min=timing['min_s'] / steps,
               step_s_max=timing['max_s'] / steps, spread=timing['spread'],
@@ -191,6 +194,9 @@ def main(argv=None):
   parser.add_argument('--warmup', type=int, default=1)
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--steps', type=int, default=2)
+  parser.add_argument('--dtype', default='float32',
+                      choices=('float32', 'bfloat16'),
+                      help='Compute dtype (bfloat16 = autocast).')
   parser.add_argument('--channels_last', action='store_true',
                       help='NHWC memory format (often faster on CPU and GPU).')
   parser.add_argument('--tiny', action='store_true', help='Seconds; smoke test.')
@@ -219,7 +225,8 @@ def main(argv=None):
     for batch_size in common.int_list(args.batch_sizes):
       rows.append(measure(name, width, batch_size, device,
                           warmup=args.warmup, repeats=args.repeats,
-                          steps=args.steps, channels_last=args.channels_last))
+                          steps=args.steps, channels_last=args.channels_last,
+                          dtype=args.dtype))
       common.write_json(args.json_out, report, final=False)
       print(f'  {spec} batch {batch_size}: {rows[-1]["images_per_s"]:.1f} '
             'img/s', flush=True)
@@ -227,7 +234,8 @@ def main(argv=None):
         f'{torch.get_num_threads()} threads')
   common.print_table(rows, [
       ('model', 'model', 's'), ('width', 'width', '.3g'),
-      ('batch_size', 'batch', 'd'), ('step_s', 'step s', '.4f'),
+      ('batch_size', 'batch', 'd'), ('dtype', 'dtype', 's'),
+      ('step_s', 'step s', '.4f'),
       ('spread', 'spread', '.2f'), ('images_per_s', 'img/s', '.1f')])
   common.write_json(args.json_out, report)
   return report

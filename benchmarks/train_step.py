@@ -32,6 +32,7 @@ import numpy as np
 
 from configs import default
 from simclr_jax import parallel, train
+from simclr_jax.data import device_augment
 
 MODELS = common.MODELS
 
@@ -107,6 +108,25 @@ def measure(name, width, batch_size, dtype, devices, *, warmup, repeats,
       param_dtype=str(jax.tree.leaves(live['state'].params)[0].dtype))
 
 
+def measure_device_augment(config, batch_size, *, warmup, repeats):
+  """Cost of device_augment.device_color_augment on both views of a batch:
+  what moving colour and blur off the host would add to the step."""
+  views = jax.random.uniform(jax.random.key(0), (
+      2 * batch_size, config.image_size, config.image_size, 3))
+  augment = jax.jit(lambda x, key: device_augment.device_color_augment(
+      x, key, config.augment, config.image_size))
+  compiled = augment.lower(views, jax.random.key(1)).compile()
+  timing = common.time_windows(
+      lambda: compiled(views, jax.random.key(1)).block_until_ready(),
+      warmup=warmup, repeats=repeats)
+  return dict(image_size=config.image_size, views=2 * batch_size,
+              time_s=timing['median_s'], spread=timing['spread'],
+              views_per_s=2 * batch_size / timing['median_s'],
+              gflop_per_view=common.xla_cost(compiled) / views.shape[0] / 1e9,
+              mb_accessed_per_view=common.xla_cost(
+                  compiled, 'bytes accessed') / views.shape[0] / 1e6)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--models', default='r18_cifar32,r50_224:0.25',
@@ -174,6 +194,15 @@ def main(argv=None):
         common.write_json(args.json_out, report, final=False)
         print(f'  {spec} {dtype} batch {batch_size}: '
               f'{row["images_per_s"]:.1f} img/s', flush=True)
+  # On one device: the augmentation is per image, so it shards trivially.
+  report['device_augment'] = [
+      measure_device_augment(
+          make_config(name, 1.0, max(common.int_list(args.batch_sizes)),
+                      'float32'),
+          max(common.int_list(args.batch_sizes)), warmup=args.warmup,
+          repeats=args.repeats)
+      for name in sorted({common.parse_model(spec)[0]
+                          for spec in common.str_list(args.models)})]
   peaks = measure_peaks(peaks)
   for row in rows:
     add_utilisation(row, peaks)
@@ -195,6 +224,10 @@ def main(argv=None):
       print(f'{row["model"]} {row["dtype"]} batch {row["batch_size"]}, device '
             'time by op kind: ' + ', '.join(
                 f'{k} {v:.0%}' for k, v in row['op_time_shares'].items()))
+  for row in report['device_augment']:
+    print(f'device_color_augment at {row["image_size"]} px: '
+          f'{row["views_per_s"]:.0f} views/s, {row["gflop_per_view"]:.3f} '
+          f'GFLOP and {row["mb_accessed_per_view"]:.1f} MB accessed per view')
   common.write_json(args.json_out, report)
   return report
 

@@ -46,6 +46,8 @@ def test_train_step_benchmark(tmp_path):
   assert row['compiles'] == 1 and row['donation_warnings'] == []
   assert row['param_dtype'] == 'float32' and np.isfinite(row['loss'])
   assert row['mfu_nominal'] is None  # No nominal peak for a CPU.
+  (augment,) = report['device_augment']
+  _positive(augment, 'views_per_s', 'gflop_per_view')
 
 
 def test_loss_benchmark(tmp_path):
@@ -88,7 +90,7 @@ def test_report_makes_figures_and_tables(tmp_path, capsys):
   report_script.main([str(results), f'--figures={tmp_path}'])
   assert (tmp_path / 'train_step_images_per_s.png').stat().st_size > 0
   assert (tmp_path / 'loss_time.png').stat().st_size > 0
-  assert '| r18_cifar32 | 1 | 8 | 16.00 | 8.00 | 2.00 | 2.00 |' in capsys.readouterr().out
+  assert '| r18_cifar32 | 1 | 8 | float32 | 16.00 | 8.00 | 2.00 | 2.00 |' in capsys.readouterr().out
 
 
 def test_train_step_compiles_once_donates_and_keeps_fp32_weights():
