@@ -516,7 +516,7 @@ def run_eval(exp: Experiment, workdir: str) -> dict:
                      batch_stats=variables['batch_stats'], opt_state=None,
                      memory={}, nonfinite=None)
   results = {}
-  if key in ('sup_logits',) or 'probe_head' in params:
+  if 'sup_head' in params or 'probe_head' in params:
     results = evaluate(exp, state, make_eval_step(exp, key))
     logging.info('Eval of %s on %s: top-1 %.4f, top-5 %.4f (%d examples).',
                  config.init_checkpoint or workdir, config.eval_split,
