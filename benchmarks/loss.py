@@ -26,7 +26,6 @@ from benchmarks import common
 common.use_host_devices(8)  # Before JAX starts; ignored by GPU/TPU backends.
 
 import jax
-import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from simclr_jax import losses, parallel

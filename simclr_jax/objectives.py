@@ -8,7 +8,6 @@ trainer owns everything else: forward pass, gradients, optimiser, BN state.
 import dataclasses
 from typing import Any, Callable, Optional
 
-import jax
 import jax.numpy as jnp
 
 from simclr_jax import losses

@@ -13,7 +13,6 @@ import threading
 import time
 from typing import Any, Optional
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -357,7 +356,7 @@ def _waiting_for(manager):
     manager.wait_until_finished()
 
 
-def _flush_metrics(window, step, writer, config):
+def _flush_metrics(window, step, writer):
   """Fetches a window of per-step metrics (one host sync) and writes means."""
   fetched = jax.device_get(window)
   summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
@@ -437,7 +436,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       last = step == total
       if step % config.train.log_every_steps == 0 or last:
         seen_nonfinite = _check_nonfinite(state, config, seen_nonfinite)
-        summary = _flush_metrics(window, step, writer, config)
+        summary = _flush_metrics(window, step, writer)
         history.append(dict(summary, step=step))
         window = []
         if step == start_step + config.train.log_every_steps or last:

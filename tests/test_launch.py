@@ -68,25 +68,18 @@ def test_sweep_expansion_cifar10(tmp_path):
   assert '--override=--config.train.temperature=0.1' in cmds[0]
 
 
-def test_sweep_unknown_key_is_an_error(tmp_path):
+@pytest.mark.parametrize('key,value,error,match', [
+    ('config.train.temprature', 0.1, KeyError, 'temprature'),   # not a field
+    ('config.train.temperature', -1.0, ValueError, 'temperature'),  # invalid
+])
+def test_sweep_bad_settings_are_errors(tmp_path, key, value, error, match):
   cfg = tmp_path / 'bad_sweep.py'
   cfg.write_text(
       'from configs import digits\n'
       'def get_config(arg=None):\n  return digits.get_config(arg)\n'
       'def get_sweep(hyper):\n'
-      "  return hyper.sweep('config.train.temprature', [0.1])\n")
-  with pytest.raises(KeyError, match='temprature'):
-    sweep.expand(str(cfg), str(tmp_path))
-
-
-def test_sweep_invalid_value_is_an_error(tmp_path):
-  cfg = tmp_path / 'bad_value.py'
-  cfg.write_text(
-      'from configs import digits\n'
-      'def get_config(arg=None):\n  return digits.get_config(arg)\n'
-      'def get_sweep(hyper):\n'
-      "  return hyper.sweep('config.train.temperature', [-1.0])\n")
-  with pytest.raises(ValueError, match='temperature'):
+      f'  return hyper.sweep({key!r}, [{value!r}])\n')
+  with pytest.raises(error, match=match):
     sweep.expand(str(cfg), str(tmp_path))
 
 

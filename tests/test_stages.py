@@ -1,8 +1,6 @@
 """SimCLRv2's stages through the one trainer: fine-tuning, linear evaluation,
 distillation, the memory of negatives, export, eval with k-NN."""
 
-import dataclasses
-import os
 
 import jax
 import jax.numpy as jnp
