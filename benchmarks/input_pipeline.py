@@ -4,8 +4,9 @@ Measures two-view pretraining examples per second through the real pipeline
 (index shuffling, stateless augmentation, batching), in three settings:
   * 224x224 from JPEG bytes of ImageNet-like size (500x375, smooth content so
     they compress like photos), which exercises the fused decode-and-crop;
-  * the same with colour jitter, colour drop and blur switched off: what the
-    host still does when those run on the accelerator (device_augment.py);
+  * the same with config.augment.on_device: the host crops, flips and ships
+    uint8, colour jitter, colour drop and blur run in the train step
+    (device_augment.py);
   * 32x32 from uint8 arrays in memory (CIFAR-like).
 It divides by the cores tf.data may use, because that figure tells how many
 host cores a given accelerator step rate needs.
@@ -45,14 +46,12 @@ def photo_like_jpegs(count, height=375, width=500, seed=0):
 
 
 def measure(shard, image_size, batch_size, warmup_batches, seconds,
-            colors=True):
+            colors_on_device=False):
   """Examples/s of the pretraining stream over `shard` after a warm-up."""
   config = default.get_config()
   config.image_size = image_size
   config.mode = 'pretrain'
-  if not colors:  # Crop and flip only: the colour ops' conditions never hold.
-    config.augment.color_jitter_prob = config.augment.color_drop_prob = 0.0
-    config.augment.use_blur = False
+  config.augment.on_device = colors_on_device
   ds = pipeline.train_dataset(shard, config, process_index=0, start_step=0,
                               batch_size=batch_size)
   batches = iter(ds)
@@ -95,13 +94,13 @@ def main(argv=None):
       np.ones(len(pixels), np.float32), np.arange(len(pixels)))
 
   settings = [
-      ('jpeg_500x375_to_224', jpeg_shard, 224, True),
-      ('jpeg_500x375_to_224_crop_flip_only', jpeg_shard, 224, False),
-      ('uint8_32_to_32', pixel_shard, 32, True),
+      ('jpeg_500x375_to_224', jpeg_shard, 224, False),
+      ('jpeg_500x375_to_224_colors_on_device', jpeg_shard, 224, True),
+      ('uint8_32_to_32', pixel_shard, 32, False),
   ]
   results = []
-  for name, shard, size, colors in settings:
-    rate = measure(shard, size, batch_size, warmup, seconds, colors)
+  for name, shard, size, colors_on_device in settings:
+    rate = measure(shard, size, batch_size, warmup, seconds, colors_on_device)
     results.append({
         'setting': name,
         'image_size': size,

@@ -37,7 +37,7 @@ from simclr_jax.data import device_augment
 MODELS = common.MODELS
 
 
-def make_config(name, width, batch_size, dtype):
+def make_config(name, width, batch_size, dtype, colors_on_device=False):
   depth, image_size = MODELS[name]
   config = default.get_config()
   config.dataset = 'digits'  # Embedded: only sizes are read; batches are synthetic.
@@ -48,27 +48,33 @@ def make_config(name, width, batch_size, dtype):
   config.train.batch_size = batch_size
   config.train.steps = 1000
   config.train.warmup_epochs = 0
+  config.augment.on_device = colors_on_device
   return config
 
 
-def synthetic_batch(mesh, batch_size, image_size, views=2):
+def synthetic_batch(mesh, batch_size, image_size, views=2, uint8=False):
+  """Random views: float32 in [0, 1], or the uint8 crops that
+  config.augment.on_device has the host ship."""
   rng = np.random.default_rng(0)
+  shape = (batch_size, views, image_size, image_size, 3)
+  images = (rng.integers(0, 256, size=shape, dtype=np.uint8) if uint8 else
+            rng.uniform(size=shape).astype(np.float32))
   return parallel.global_batch(mesh, {
-      'images': rng.uniform(size=(batch_size, views, image_size, image_size, 3)
-                            ).astype(np.float32),
+      'images': images,
       'labels': rng.integers(0, 10, size=batch_size).astype(np.int32),
       'label_mask': np.ones(batch_size, np.float32)})
 
 
 def measure(name, width, batch_size, dtype, devices, *, warmup, repeats,
-            steps, profile_dir=''):
+            steps, profile_dir='', colors_on_device=False):
   """One row: compile time, step time statistics, FLOPs, warnings, compiles."""
-  config = make_config(name, width, batch_size, dtype)
+  config = make_config(name, width, batch_size, dtype, colors_on_device)
   exp = train.build_experiment(config)
   exp = dataclasses.replace(exp, mesh=parallel.make_mesh(devices))
   state = train.create_train_state(exp)
   step = train.make_train_step(exp)
-  batch = synthetic_batch(exp.mesh, batch_size, config.image_size)
+  batch = synthetic_batch(exp.mesh, batch_size, config.image_size,
+                          uint8=colors_on_device)
 
   start = time.perf_counter()
   compiled = step.lower(state, batch, {}).compile()
@@ -95,6 +101,7 @@ def measure(name, width, batch_size, dtype, devices, *, warmup, repeats,
   return dict(
       model=name, depth=MODELS[name][0], image_size=MODELS[name][1],
       width=width, batch_size=batch_size, dtype=dtype, devices=len(devices),
+      colors_on_device=colors_on_device,
       compile_s=compile_s, step_s=step_s,
       step_s_min=timing['min_s'] / steps, step_s_max=timing['max_s'] / steps,
       spread=timing['spread'], repeats=repeats, steps_per_window=steps,
@@ -148,6 +155,9 @@ def main(argv=None):
   parser.add_argument('--profile_dir', default='',
                       help='Trace one window of each config here and report '
                       'the share of device time by op kind.')
+  parser.add_argument('--colors_on_device', action='store_true',
+                      help='Time the step with config.augment.on_device: uint8 '
+                      'crops in, colour distortion and blur inside the step.')
   parser.add_argument('--tiny', action='store_true',
                       help='Seconds: a 16 px ResNet-18 at width 1/8, one config.')
   parser.add_argument('--json_out', default='')
@@ -188,7 +198,8 @@ def main(argv=None):
                       warmup=args.warmup, repeats=args.repeats,
                       steps=args.steps, profile_dir=args.profile_dir and
                       os.path.join(args.profile_dir,
-                                   f'{name}_{width}_{dtype}_{batch_size}'))
+                                   f'{name}_{width}_{dtype}_{batch_size}'),
+                      colors_on_device=args.colors_on_device)
         add_utilisation(row, peaks)
         rows.append(row)
         common.write_json(args.json_out, report, final=False)

@@ -67,6 +67,11 @@ def get_config(arg=None):
   aug.blur_sigma_min = 0.1
   aug.blur_sigma_max = 2.0
   aug.eval_crop_proportion = 0.875
+  # Run colour jitter, colour drop and blur inside the jitted train step
+  # (pretraining only): the host then crops, flips and ships uint8. Use it when
+  # the host pipeline cannot keep the accelerators fed (docs/benchmarks.md).
+  # Same distributions, different random streams than the host version.
+  aug.on_device = False
 
   # ---- Model ----------------------------------------------------------------
   model = config.model = ml_collections.ConfigDict()

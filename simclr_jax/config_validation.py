@@ -107,6 +107,7 @@ FIELDS = {
     'augment.blur_sigma_min': _POSITIVE,
     'augment.blur_sigma_max': _POSITIVE,
     'augment.eval_crop_proportion': _FRACTION,
+    'augment.on_device': _BOOL,
     'model.depth': _one_of(*DEPTHS),
     'model.width_multiplier': _POSITIVE,
     'model.sk_ratio': _real(0, note=' (0 = no selective kernels)'),
@@ -214,6 +215,10 @@ def _combination_problems(config, bad) -> list[str]:
         if valid(what) and get(what) % count:
           problems.append(f'config.{what}={get(what)} is not divisible by the '
                           f'number of {name} ({count})')
+  if (mode in TRAIN_MODES and mode != 'pretrain' and valid('augment.on_device')
+      and get('augment.on_device')):
+    problems.append(f'config.augment.on_device=True applies to mode '
+                    f"'pretrain' only (mode {mode!r} has no colour distortion)")
   if (mode in FROM_CHECKPOINT_MODES and valid('init_checkpoint') and
       not get('init_checkpoint')):
     problems.append(f'config.mode={mode!r} needs config.init_checkpoint '

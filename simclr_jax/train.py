@@ -25,9 +25,12 @@ from flax import struct
 from simclr_jax import checkpoint, data, knn, losses, models, objectives, optim
 from simclr_jax import modes, parallel
 from simclr_jax import config_validation
+from simclr_jax.data import device_augment
 from simclr_jax.parallel import DATA_AXIS
 
 NONFINITE_METRICS = {1: 'loss', 2: 'grad_norm'}
+# Random streams folded into jax.random.key(config.seed) (init uses it as is).
+_AUGMENT_STREAM = 1
 
 
 @struct.dataclass
@@ -190,9 +193,14 @@ def make_train_step(exp: Experiment):
   head_l2 = config.train.weight_decay if config.train.optimizer == 'lars' else 0.
   teacher_model = exp.teacher[0] if exp.teacher else None
   memory_decay = config.memory.ema_decay
+  colors_on_device = config.mode == 'pretrain' and config.augment.on_device
 
   def step(state: TrainState, batch, teacher_variables):
     images = batch['images']
+    if colors_on_device:
+      images = device_augment.augment_views(
+          images, device_augment_rng(config.seed, state.step), config.augment,
+          config.image_size)
     b, views = images.shape[:2]
     # View-major: [all first views; all second views], as the official code.
     x = jnp.swapaxes(images, 0, 1).reshape((views * b,) + images.shape[2:])
@@ -247,6 +255,14 @@ def make_train_step(exp: Experiment):
 
   return parallel.shard_step(step, exp.mesh, batch_argnums=(1,), num_args=3,
                              donate_argnums=(0,))
+
+
+def device_augment_rng(seed, step):
+  """The on-device augmentation key of this step on this device (inside
+  shard_map): a stream per (seed, step, device), so a resumed run repeats it."""
+  rng = jax.random.fold_in(jax.random.key(seed), _AUGMENT_STREAM)
+  return jax.random.fold_in(jax.random.fold_in(rng, step),
+                            jax.lax.axis_index(DATA_AXIS))
 
 
 def _update_memory(model, memory, params, batch_stats, x, b, decay):

@@ -584,7 +584,7 @@ def test_benchmark_tiny_mode_writes_json(tmp_path):
   report = json.loads(out.read_text())
   assert report['cores'] >= 1
   assert {r['setting'] for r in report['results']} == {
-      'jpeg_500x375_to_224', 'jpeg_500x375_to_224_crop_flip_only',
+      'jpeg_500x375_to_224', 'jpeg_500x375_to_224_colors_on_device',
       'uint8_32_to_32'}
   for result in report['results']:
     assert result['examples_per_s'] > 0

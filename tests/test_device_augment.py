@@ -5,10 +5,12 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
+from jax.sharding import PartitionSpec as P
 from scipy import stats
 
 from configs import default
-from simclr_jax.data import augment, device_augment
+from simclr_jax import parallel, train
+from simclr_jax.data import augment, device_augment, pipeline
 
 SIZE = 40  # Blur kernel 5: small, but every op is exercised.
 NUM = 800
@@ -123,3 +125,55 @@ def test_grayscale_and_blur_keep_range_and_shape():
   assert out.shape == images.shape and out.dtype == np.float32
   assert 0.0 <= out.min() and out.max() <= 1.0
   np.testing.assert_allclose(out[..., 0], out[..., 2], atol=1e-6)
+
+
+def test_views_get_their_own_randomness_and_repeat_for_the_same_key():
+  crops = (np.stack([_images(6)] * 2, axis=1) * 255).astype(np.uint8)
+  p = _params(color_jitter_prob=1.0)
+  run = jax.jit(lambda x, key: device_augment.augment_views(x, key, p, SIZE))
+  first, again = run(crops, jax.random.key(0)), run(crops, jax.random.key(0))
+  first = np.asarray(first)
+  assert first.shape == crops.shape and first.dtype == np.float32
+  assert 0.0 <= first.min() and first.max() <= 1.0
+  np.testing.assert_array_equal(first, np.asarray(again))
+  # Same crop in both views, different colours.
+  assert np.abs(first[:, 0] - first[:, 1]).max(axis=(1, 2, 3)).min() > 1e-3
+
+
+def test_each_device_and_step_draws_its_own_key():
+  mesh = parallel.make_mesh(jax.devices()[:2])
+
+  def keys(step):
+    return jax.random.key_data(train.device_augment_rng(0, step[0]))[None]
+
+  per_device = jax.jit(jax.shard_map(
+      keys, mesh=mesh, in_specs=P(parallel.DATA_AXIS),
+      out_specs=P(parallel.DATA_AXIS)))
+  at_0 = np.asarray(per_device(np.zeros(2, np.int32)))
+  at_1 = np.asarray(per_device(np.ones(2, np.int32)))
+  assert not np.array_equal(at_0[0], at_0[1])
+  assert not np.array_equal(at_0[0], at_1[0])
+  np.testing.assert_array_equal(at_0, np.asarray(
+      per_device(np.zeros(2, np.int32))))
+
+
+def test_pipeline_ships_uint8_crops_when_colours_run_on_device():
+  pixels = np.random.default_rng(0).integers(0, 256, (16, 24, 24, 3), np.uint8)
+  shard = pipeline.MemoryShard('pixels', pixels, np.zeros(16, np.int64),
+                               np.ones(16, np.float32), np.arange(16))
+
+  def first_batch(**augment_overrides):
+    config = default.get_config()
+    config.image_size = 20
+    config.mode = 'pretrain'
+    config.augment.update(augment_overrides)
+    ds = pipeline.train_dataset(shard, config, process_index=0, start_step=0,
+                                batch_size=8)
+    return next(iter(ds))['images'].numpy()
+
+  shipped = first_batch(on_device=True)
+  host = first_batch(color_jitter_prob=0.0, color_drop_prob=0.0,
+                     use_blur=False)
+  assert shipped.dtype == np.uint8 and shipped.shape == (8, 2, 20, 20, 3)
+  # The same crops and flips as the host version, quantised to uint8.
+  np.testing.assert_allclose(shipped / 255.0, host, atol=0.5 / 255 + 1e-6)

@@ -126,3 +126,23 @@ def test_cli_runs_pretraining(data_dir, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'Final linear-probe top-1 on test' in proc.stderr
   assert os.path.isdir(workdir / 'checkpoints' / '2')
+
+
+def test_pretraining_with_colours_on_device(data_dir, tmp_path):
+  """uint8 crops from tf.data, colour and blur inside the compiled step."""
+  config = tiny_config(data_dir, steps=3, log_every_steps=1,
+                       checkpoint_every_steps=3)
+  config.augment.on_device = True
+  config.augment.use_blur = True  # Exercise every op, small image or not.
+  result = train.train_and_evaluate(config, str(tmp_path / 'on_device'))
+  assert result['step'] == 3 and result['train_compiles'] == 1
+  assert all(np.isfinite(h['loss']) for h in result['history'])
+
+
+def test_colours_on_device_is_refused_outside_pretraining(data_dir, tmp_path):
+  config = tiny_config(data_dir)
+  config.mode = 'supervised'
+  config.augment.on_device = True
+  with pytest.raises(ConfigError, match=r"augment\.on_device=True applies to "
+                     "mode 'pretrain' only"):
+    train.build_experiment(config, str(tmp_path / 'sup'))

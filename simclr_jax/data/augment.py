@@ -256,13 +256,25 @@ def _flip(image, flip):
   return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
-def augment_pretrain(image, seed, cfg, image_size):
-  """One SimCLR view: crop, flip, colour jitter, colour drop, blur."""
+def augment_pretrain(image, seed, cfg, image_size, colors=True):
+  """One SimCLR view: crop, flip, colour jitter, colour drop, blur.
+
+  With colors=False the view stops after the flip and is returned as uint8
+  [size, size, 3] (a quarter of the bytes to ship): the colour part then runs
+  on the accelerator (device_augment.py, config.augment.on_device). The crop
+  and flip are the same as with colors=True for the same seed.
+  """
   crop_seed, _ = _crop_and_decision_seeds(seed)
   decisions = sample_decisions(seed, cfg, image_size)
   image = random_crop_and_resize(image, crop_seed, cfg, image_size)
   image = _flip(image, decisions['flip'])
-  image = distort_colors(image, decisions, image_size)
+  if colors:
+    image = distort_colors(image, decisions, image_size)
+  else:
+    # Rounded (convert_image_dtype truncates): within half a level of the
+    # float view.
+    image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 1.0) * 255.0),
+                    tf.uint8)
   return tf.ensure_shape(image, [image_size, image_size, 3])
 
 

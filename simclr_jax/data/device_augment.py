@@ -168,3 +168,16 @@ def device_color_augment(images, rng, cfg, image_size: int):
   p = augment.resolve(cfg, image_size)
   params = sample_params(rng, images.shape[0], p, image_size)
   return apply_color_augment(images, params, image_size, use_blur=p.use_blur)
+
+
+def augment_views(images, rng, cfg, image_size: int):
+  """uint8 [b, views, h, w, 3] crops -> float32 SimCLR views in [0, 1].
+
+  What the train step runs with config.augment.on_device: each view gets its
+  own rng (folded with the view index), each image its own parameters.
+  """
+  images = images.astype(jnp.float32) / 255.0
+  return jnp.stack([
+      device_color_augment(images[:, view], jax.random.fold_in(rng, view),
+                           cfg, image_size)
+      for view in range(images.shape[1])], axis=1)

@@ -716,7 +716,9 @@ def make_train_iterator(config, *, start_step=0, process_index=None,
   """Infinite iterator of this process's training batches (numpy dicts).
 
   Keys: 'images' float32 [b, views, H, W, 3] in [0, 1] (2 SimCLR views for
-  pretraining, 1 crop+flip view otherwise), 'labels' int32 [b] (0 where
+  pretraining, 1 crop+flip view otherwise; uint8 cropped and flipped views
+  when config.augment.on_device, the train step adding the colour part),
+  'labels' int32 [b] (0 where
   unknown) and 'label_mask' float32 [b]. Batch k of a run started at
   start_step is batch start_step + k of a run started at 0.
   """
@@ -750,7 +752,9 @@ def train_dataset(shard, config, *, process_index, start_step, batch_size):
   size, aug = config.image_size, augment.resolve(config.augment,
                                                  config.image_size)
   if config.mode == 'pretrain':
-    view_fn, num_views = augment.augment_pretrain, 2
+    view_fn = functools.partial(augment.augment_pretrain,
+                                colors=not config.augment.on_device)
+    num_views = 2
   else:
     view_fn, num_views = augment.augment_finetune, 1
 
