@@ -89,6 +89,10 @@ def get_config(arg=None):
   model.zero_init_logits_layer = False
   model.global_bn = True
   model.dtype = 'float32'          # Compute dtype; params stay float32.
+  # How convolutions are computed: 'xla' (native), 'matmul' (dot / im2col,
+  # faster on XLA:CPU), 'auto' = matmul on CPU, xla on GPU/TPU. Same
+  # parameters either way: not part of the model a workdir pins.
+  model.conv_impl = 'auto'
 
   # ---- Training -------------------------------------------------------------
   train = config.train = ml_collections.ConfigDict()

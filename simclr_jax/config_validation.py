@@ -13,6 +13,7 @@ import jax
 import ml_collections
 
 from simclr_jax import checkpoint
+from simclr_jax.models.conv import CONV_IMPLS
 from simclr_jax.modes import FROM_CHECKPOINT_MODES, MODES, TRAIN_MODES
 
 DEPTHS = (18, 34, 50, 101, 152, 200)
@@ -121,6 +122,7 @@ FIELDS = {
     'model.zero_init_logits_layer': _BOOL,
     'model.global_bn': _BOOL,
     'model.dtype': _one_of('float32', 'bfloat16', 'float16'),
+    'model.conv_impl': _one_of(*CONV_IMPLS),
     'train.batch_size': _int(1),
     'train.epochs': _NONNEG,
     'train.steps': _int(0, note=' (0 = use epochs)'),
@@ -152,6 +154,8 @@ FIELDS = {
 
 # Fields that change the model: a workdir's saved config must agree on them.
 MODEL_FIELDS = ('mode', 'dataset', 'image_size', 'model')
+# ... except these, which change how it is computed, not what it is.
+UNPINNED_MODEL_FIELDS = ('model.conv_impl',)
 
 
 def _get(config, path):
@@ -263,6 +267,8 @@ def check_workdir(config, workdir: Optional[str]) -> list[str]:
     b = b.to_dict() if hasattr(b, 'to_dict') else b
     if isinstance(a, dict) and isinstance(b, dict):
       for k in sorted(set(a) | set(b)):
+        if f'{field}.{k}' in UNPINNED_MODEL_FIELDS:
+          continue
         if a.get(k) != b.get(k):
           diffs.append(f'{field}.{k}: saved {a.get(k)!r} != new {b.get(k)!r}')
     elif a != b:

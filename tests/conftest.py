@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -17,3 +19,9 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 # tf.data must not grab the accelerator (there is none) or every core.
 tf.config.set_visible_devices([], 'GPU')
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """A tfds data_dir where 'digits' is prepared once per test process."""
+  return str(tmp_path_factory.mktemp('tfds'))

@@ -32,15 +32,10 @@ def main():
                                     args.process_id, initialization_timeout=60,
                                     heartbeat_timeout=10)
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from configs import digits  # pylint: disable=g-import-not-at-top
   from simclr_jax import train  # pylint: disable=g-import-not-at-top
+  from tiny import tiny_config  # pylint: disable=g-import-not-at-top
 
-  config = digits.get_config('runlocal')
-  config.data_dir = args.data_dir
-  config.model.width_multiplier = 0.125
-  config.train.batch_size = 16
-  config.train.warmup_epochs = 0
-  config.train.steps = args.steps
+  config = tiny_config(args.data_dir, batch_size=16, steps=args.steps)
   exp = train.build_experiment(config)
   state = train.create_train_state(exp)
   step_fn = train.make_train_step(exp)

@@ -16,6 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 from configs import default
 from simclr_jax import models
+from simclr_jax.models import conv as conv_lib
 from simclr_jax.models import heads
 from simclr_jax.models import resnet
 
@@ -490,6 +491,7 @@ def test_trainable_mask_paths():
     ('fine_tune_after_block', 5),
     ('fine_tune_after_block', -2),
     ('dtype', 'float8'),
+    ('conv_impl', 'cudnn'),
 ])
 def test_bad_config_raises(field, value):
   with pytest.raises(ValueError, match=field):
@@ -503,3 +505,58 @@ def test_ft_proj_selector_range_follows_head_mode():
   with pytest.raises(ValueError, match='ft_proj_selector'):
     build(proj_head_mode='none', ft_proj_selector=1)
   build(proj_head_mode='nonlinear', num_proj_layers=3, ft_proj_selector=3)
+
+
+# --------------------------------------------------------------------------
+# Convolutions as matrix products (model.conv_impl).
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('kernel,strides,in_channels', [
+    (1, 1, 6), (1, 2, 6), (3, 1, 3), (3, 2, 3), (7, 2, 3), (3, 2, 6)])
+def test_matmul_conv_equals_lax_conv_with_gradients(kernel, strides,
+                                                    in_channels):
+  """Odd and even sizes, fixed padding: output, input and kernel gradients."""
+  for size in (9, 10):
+    x = jax.random.normal(jax.random.key(0), (2, size, size, in_channels))
+    native = resnet.fixed_padding_conv(5, kernel, strides)
+    matmul = resnet.fixed_padding_conv(5, kernel, strides, conv_impl='matmul')
+    variables = native.init(jax.random.key(1), x)
+
+    def loss(module, variables, x):
+      return jnp.sum(jnp.sin(module.apply(variables, x)))
+
+    out_a, out_b = native.apply(variables, x), matmul.apply(variables, x)
+    assert out_a.shape == out_b.shape
+    np.testing.assert_allclose(out_b, out_a, atol=2e-5)
+    grads_a = jax.grad(functools.partial(loss, native), (0, 1))(variables, x)
+    grads_b = jax.grad(functools.partial(loss, matmul), (0, 1))(variables, x)
+    for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+      np.testing.assert_allclose(b, a, atol=5e-5)
+
+
+def test_conv_impls_share_parameters_and_outputs():
+  """A whole SK ResNet with SE: the same variables serve both, same output."""
+  x = jax.random.uniform(jax.random.key(2), (2, 40, 40, 3))
+  kwargs = dict(image_size=40, depth=18, width_multiplier=0.25,
+                sk_ratio=0.0625, se_ratio=0.25)
+  native, matmul = build(conv_impl='xla', **kwargs), build(conv_impl='matmul',
+                                                            **kwargs)
+  assert (native.conv_impl, matmul.conv_impl) == ('xla', 'matmul')
+  variables = native.init(rng(), x, train=False)
+  assert (jax.tree.structure(variables) ==
+          jax.tree.structure(matmul.init(rng(), x, train=False)))
+  out_a, stats_a = train_step(native, variables, x)
+  out_b, stats_b = train_step(matmul, variables, x)
+  np.testing.assert_allclose(out_b['z'], out_a['z'], atol=1e-4)
+  for a, b in zip(jax.tree.leaves(stats_a), jax.tree.leaves(stats_b)):
+    np.testing.assert_allclose(b, a, atol=1e-4)
+
+
+def test_auto_conv_impl_follows_the_backend():
+  assert conv_lib.conv_impl_for_backend('auto', 'cpu') == 'matmul'
+  assert conv_lib.conv_impl_for_backend('auto', 'gpu') == 'xla'
+  assert conv_lib.conv_impl_for_backend('auto', 'tpu') == 'xla'
+  assert conv_lib.conv_impl_for_backend('xla', 'cpu') == 'xla'
+  with pytest.raises(ValueError, match='conv_impl'):
+    conv_lib.conv_impl_for_backend('fast')

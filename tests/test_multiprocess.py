@@ -11,6 +11,9 @@ import sys
 
 import pytest
 
+from configs import digits
+from simclr_jax import data
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
@@ -43,15 +46,12 @@ def _launch(cmd_for, num_processes, devices_per_process, timeout=240):
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  d = str(tmp_path_factory.mktemp('tfds'))
-  # Prepare digits once, before processes race to build it.
-  subprocess.run([sys.executable, '-c',
-                  'from simclr_jax import data; import configs.digits as c; '
-                  f'cfg = c.get_config(); cfg.data_dir = {d!r}; '
-                  'data.get_dataset_info(cfg)'],
-                 cwd=REPO, env=_env(1), check=True, timeout=120)
-  return d
+def data_dir(data_dir):  # pylint: disable=redefined-outer-name
+  """digits prepared once, before processes race to build it."""
+  config = digits.get_config()
+  config.data_dir = data_dir
+  data.get_dataset_info(config)
+  return data_dir
 
 
 def _worker(tmp_path, data_dir, n, port, extra=()):

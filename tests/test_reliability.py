@@ -18,7 +18,7 @@ import pytest
 
 from simclr_jax import checkpoint, config_validation, train
 from simclr_jax.config_validation import ConfigError
-from test_train import tiny_config
+from tiny import tiny_config
 
 # Orbax's asyncio loop complains (later, at garbage collection) on its way out
 # of a failed read of a corrupt checkpoint; harmless.
@@ -28,11 +28,6 @@ pytestmark = pytest.mark.filterwarnings(
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 14         # of the command-line runs; every step is checkpointed.
 RUN_TIMEOUT = 300
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
 
 
 # ---------------------------------------------------------------------------

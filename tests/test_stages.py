@@ -8,27 +8,13 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from configs import digits
 from simclr_jax import checkpoint, export, knn, parallel, train
 from simclr_jax.config_validation import ConfigError
+from tiny import tiny_config
 
 
 def base_config(data_dir, mode='pretrain', **train_overrides):
-  config = digits.get_config('runlocal')
-  config.mode = mode
-  config.data_dir = data_dir
-  config.model.width_multiplier = 0.125
-  config.train.batch_size = 32
-  config.train.eval_batch_size = 64
-  config.train.steps = 4
-  config.train.warmup_epochs = 0
-  config.train.update(train_overrides)
-  return config
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
+  return tiny_config(data_dir, mode, **{'steps': 4, **train_overrides})
 
 
 @pytest.fixture(scope='module')
@@ -216,3 +202,8 @@ def test_bad_inputs(data_dir, pretrained, finetuned, tmp_path):
   config.distill.teacher_checkpoint = pretrained
   with pytest.raises(ValueError, match='supervised head'):
     train.train_and_evaluate(config, str(tmp_path / 'e'))
+  # A teacher for another label set (digits has 10 classes).
+  config.distill.teacher_checkpoint = finetuned[0]
+  with pytest.raises(ValueError, match='The teacher predicts 10 classes but '
+                     "dataset 'digits' has 3"):
+    train.load_teacher(config, num_classes=3)

@@ -11,27 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from configs import digits
 from simclr_jax import parallel, train
 from simclr_jax.config_validation import ConfigError
+from tiny import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
-
-
-def tiny_config(data_dir, **train_overrides):
-  config = digits.get_config('runlocal')
-  config.data_dir = data_dir
-  config.model.width_multiplier = 0.125
-  config.train.batch_size = 32
-  config.train.eval_batch_size = 64
-  config.train.warmup_epochs = 0
-  config.train.update(train_overrides)
-  return config
 
 
 def _flat(tree):

@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from simclr_jax.models import conv as conv_lib
+
 Dtype = Any
 ModuleDef = Callable[..., nn.Module]
 
@@ -58,19 +60,23 @@ def output_dim(depth: int, width_multiplier: float) -> int:
 
 def fixed_padding_conv(features: int, kernel_size: int, strides: int = 1, *,
                        use_bias: bool = False, dtype: Dtype = jnp.float32,
+                       conv_impl: str = 'xla',
                        name: str | None = None) -> nn.Conv:
   """Bias-free conv with TF "fixed" padding (official conv2d_fixed_padding).
 
   Padding depends only on the kernel size, so a strided conv sees the same
   pixels whatever the input size; SAME would shift the window for even sizes.
-  For stride 1 (odd kernels) this is exactly SAME padding.
+  For stride 1 (odd kernels) this is exactly SAME padding. `conv_impl`
+  'matmul' computes it as a matrix product (conv.py): same parameters.
   """
   pad_total = kernel_size - 1
   pad = (pad_total // 2, pad_total - pad_total // 2)
   return nn.Conv(
       features, (kernel_size, kernel_size), strides=(strides, strides),
       padding=(pad, pad), use_bias=use_bias, kernel_init=conv_kernel_init,
-      dtype=dtype, param_dtype=jnp.float32, name=name)
+      dtype=dtype, param_dtype=jnp.float32, name=name,
+      conv_general_dilated=(conv_lib.matmul_conv if conv_impl == 'matmul'
+                            else None))
 
 
 class SelectiveKernel(nn.Module):
@@ -104,12 +110,11 @@ class SelectiveKernel(nn.Module):
 class SqueezeExcite(nn.Module):
   """Channel gating (Hu et al. 2018) applied to a residual branch."""
   reduced_features: int
-  dtype: Dtype = jnp.float32
+  conv: ModuleDef
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(fixed_padding_conv, kernel_size=1,
-                             use_bias=True, dtype=self.dtype)
+    conv = functools.partial(self.conv, kernel_size=1, use_bias=True)
     gate = jnp.mean(x, axis=(1, 2), keepdims=True)
     gate = nn.relu(conv(self.reduced_features, name='reduce')(gate))
     gate = nn.sigmoid(conv(x.shape[-1], name='expand')(gate))
@@ -172,7 +177,7 @@ class BottleneckBlock(nn.Module):
     y = self.norm(scale_init=nn.initializers.zeros, name='bn3')(y)
     if self.se_ratio > 0:
       reduced = max(1, int(self.filters * self.se_ratio))
-      y = SqueezeExcite(reduced, dtype=y.dtype, name='se')(y)
+      y = SqueezeExcite(reduced, self.conv, name='se')(y)
     return nn.relu(y + shortcut)
 
 
@@ -204,7 +209,7 @@ class BasicBlock(nn.Module):
     y = self.norm(scale_init=nn.initializers.zeros, name='bn2')(y)
     if self.se_ratio > 0:
       reduced = max(1, int(self.filters * self.se_ratio))
-      y = SqueezeExcite(reduced, dtype=y.dtype, name='se')(y)
+      y = SqueezeExcite(reduced, self.conv, name='se')(y)
     return nn.relu(y + shortcut)
 
 
@@ -283,13 +288,15 @@ class ResNet(nn.Module):
   fine_tune_after_block: int = -1
   bn_axis_name: str | None = None
   dtype: Dtype = jnp.float32
+  conv_impl: str = 'xla'   # 'xla' or 'matmul' (see conv.py); same parameters.
 
   @nn.compact
   def __call__(self, images, train: bool = False, return_blocks: bool = False):
     if self.depth not in BLOCKS_PER_GROUP:
       raise ValueError(f'Unsupported ResNet depth {self.depth}; '
                        f'choose from {sorted(BLOCKS_PER_GROUP)}.')
-    conv = functools.partial(fixed_padding_conv, dtype=self.dtype)
+    conv = functools.partial(fixed_padding_conv, dtype=self.dtype,
+                             conv_impl=self.conv_impl)
 
     def norm_for(stage):
       # Stage 0 is the stem, 1..4 the block groups. `dtype` only sets the

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from simclr_jax.models import conv as conv_lib
 from simclr_jax.models import heads
 from simclr_jax.models import resnet
 
@@ -42,6 +43,7 @@ class SimCLR(nn.Module):
   zero_init_logits_layer: bool = False
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -51,7 +53,7 @@ class SimCLR(nn.Module):
         cifar_stem=self.cifar_stem,
         fine_tune_after_block=self.fine_tune_after_block,
         bn_axis_name=self.bn_axis_name, dtype=self.dtype,
-        name='encoder')(images, train=train)
+        conv_impl=self.conv_impl, name='encoder')(images, train=train)
     proj = heads.ProjectionHead(
         mode=self.proj_head_mode, num_layers=self.num_proj_layers,
         out_dim=self.proj_out_dim, bn_axis_name=self.bn_axis_name,
@@ -108,6 +110,7 @@ def validate(model_config) -> None:
   if c.fine_tune_after_block not in range(-1, 5):
     raise ValueError('model.fine_tune_after_block must be in -1..4, got '
                      f'{c.fine_tune_after_block!r}.')
+  conv_lib.conv_impl_for_backend(c.get('conv_impl', 'auto'))  # Raises if unknown.
   if c.dtype not in DTYPES:
     raise ValueError(
         f'model.dtype={c.dtype!r} unknown; choose from {sorted(DTYPES)}.')
@@ -146,6 +149,9 @@ def build_model(model_config, *, num_classes: int, image_size: int,
       zero_init_logits_layer=model_config.zero_init_logits_layer,
       bn_axis_name=bn_axis_name if model_config.global_bn else None,
       dtype=DTYPES[model_config.dtype],
+      # Absent from configs saved before the field existed: auto.
+      conv_impl=conv_lib.conv_impl_for_backend(
+          model_config.get('conv_impl', 'auto')),
   )
 
 
