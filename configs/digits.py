@@ -1,7 +1,7 @@
 """The embedded default: SimCLR pretraining on scikit-learn's digits (offline).
 
 A small CIFAR-stem ResNet-18 (width 0.25) on 8x8 digits upsampled to 16x16:
-590 steps, about 10 minutes on 2 CPU cores, online linear probe ~95% top-1
+590 steps, about 16 minutes on 2 CPU cores, online linear probe ~95% top-1
 (measured; docs/results.md has the label-efficiency table).
 Args: `runlocal` (a few steps, for smoke tests).
 """
