@@ -1,15 +1,16 @@
 """Convolutions computed as matrix products where XLA:CPU's own are slow.
 
-XLA:CPU runs a 1x1 convolution, and its gradients, 1.5 to 3 times slower
-than the same contraction written as a dot (its convolution gradients add
-layout transposes of the activations), and a convolution over 3 input
-channels (the stem) far below the machine's peak. `matmul_conv` computes
-those as a dot (1x1) or im2col + dot (few input channels) and leaves the
-other k x k convolutions, where XLA's kernel wins, to lax: measured in
-docs/benchmarks.md. It has the signature of `lax.conv_general_dilated` and is
-passed to `nn.Conv`, so parameters, checkpoints and results are those of the
-convolution it replaces; only the program XLA compiles differs. On GPU/TPU
-the native convolution is best (`conv_impl_for_backend`).
+XLA:CPU runs a 1x1 convolution and its gradients 1.3 to 3 times slower than
+the same contraction written as a dot (docs/benchmarks.md; its profile also
+shows the convolution gradients transposing the activations).
+`matmul_conv` computes 1x1 convolutions as a dot, and convolutions over at
+most IM2COL_MAX_IN_CHANNELS input channels (the RGB stem, where im2col is
+cheap) as im2col + dot; other k x k convolutions, where XLA's kernel was as
+fast or faster in those measurements, stay native. It has the signature of
+`lax.conv_general_dilated` and is passed to `nn.Conv`, so parameters,
+checkpoints and results are those of the convolution it replaces; only the
+program XLA compiles differs. On GPU/TPU the native convolution is best
+(`conv_impl_for_backend`).
 """
 
 import jax
