@@ -2,9 +2,9 @@
 
 On the host, colour jitter (two RGB<->HSV round trips per view) and the blur
 (23 taps at 224 px) cost more than decoding and cropping the JPEG: without
-them tf.data delivers 2.3x more examples per core (docs/benchmarks.md). Run
-inside the jitted train step instead, they cost the accelerator little and
-let the host ship uint8 crops. Each image draws its own parameters from the
+them tf.data delivers 2.5x more examples per core (docs/benchmarks.md). With
+config.augment.on_device they run inside the jitted train step instead
+(`augment_views`), and the host ships uint8 crops. Each image draws its own parameters from the
 same distributions as `augment.sample_decisions`, and the ops match their TF
 counterparts in `augment.py` (`test_device_augment.py` checks both: pixel by
 pixel for given parameters, statistically for sampled ones). The random
