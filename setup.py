@@ -6,8 +6,7 @@ setuptools.setup(
     name='simclr-jax',
     version='0.1.0',
     description='SimCLR and SimCLRv2 in JAX/Flax, data-parallel over all devices.',
-    packages=setuptools.find_packages(include=['simclr_jax', 'simclr_jax.*',
-                                               'configs']),
+    packages=setuptools.find_packages(include=['simclr_jax', 'simclr_jax.*']),
     python_requires='>=3.10',
     install_requires=[
         'jax>=0.7,<0.13',

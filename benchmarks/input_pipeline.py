@@ -27,7 +27,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import common
-from configs import default
+from simclr_jax.configs import default
 from simclr_jax.data import pipeline
 
 

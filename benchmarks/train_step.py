@@ -30,7 +30,7 @@ from benchmarks import common
 import jax
 import numpy as np
 
-from configs import default
+from simclr_jax.configs import default
 from simclr_jax import parallel, train
 from simclr_jax.data import device_augment
 

@@ -7,12 +7,8 @@ __version__ = '0.1.0'
 
 def default_config_path() -> str:
   """Path of the embedded default config (pretraining on digits)."""
-  here = os.path.dirname(os.path.abspath(__file__))
-  for candidate in (os.path.join(here, '..', 'configs', 'digits.py'),
-                    os.path.join(here, 'configs', 'digits.py')):
-    if os.path.exists(candidate):
-      return os.path.normpath(candidate)
-  raise FileNotFoundError('configs/digits.py not found beside the package.')
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
+                      'digits.py')
 
 
 def load_pretrained(path):

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from configs import default
+from simclr_jax.configs import default
 from simclr_jax import data
 from simclr_jax.data import augment
 from simclr_jax.data import digits

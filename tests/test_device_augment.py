@@ -8,7 +8,7 @@ import tensorflow as tf
 from jax.sharding import PartitionSpec as P
 from scipy import stats
 
-from configs import default
+from simclr_jax.configs import default
 from simclr_jax import parallel, train
 from simclr_jax.data import augment, device_augment, pipeline
 

@@ -75,7 +75,7 @@ def test_sweep_expansion_cifar10(tmp_path):
 def test_sweep_bad_settings_are_errors(tmp_path, key, value, error, match):
   cfg = tmp_path / 'bad_sweep.py'
   cfg.write_text(
-      'from configs import digits\n'
+      'from simclr_jax.configs import digits\n'
       'def get_config(arg=None):\n  return digits.get_config(arg)\n'
       'def get_sweep(hyper):\n'
       f'  return hyper.sweep({key!r}, [{value!r}])\n')

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from configs import default
+from simclr_jax.configs import default
 from simclr_jax import models
 from simclr_jax.models import conv as conv_lib
 from simclr_jax.models import heads

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from configs import digits
+from simclr_jax.configs import digits
 from simclr_jax import data
 
 HERE = os.path.dirname(os.path.abspath(__file__))

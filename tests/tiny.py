@@ -1,7 +1,7 @@
 """The tiny digits setup the trainer tests share: 16 px, ResNet-18 at width
 1/8, batch 32. Compiles in seconds on a CPU; every mode runs on it."""
 
-from configs import digits
+from simclr_jax.configs import digits
 
 
 def tiny_config(data_dir, mode='pretrain', **train_overrides):

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from configs import digits, digits_distill, digits_finetune
+from simclr_jax.configs import digits, digits_distill, digits_finetune
 from simclr_jax import checkpoint, data, knn, train
 
 FLAGS = flags.FLAGS

@@ -4,7 +4,7 @@ with ResNet-18 (CIFAR stem), 94.0% with ResNet-50 in the paper).
 Args: `depth=50` for the paper's ResNet-50; `runlocal` for a smoke run.
 """
 
-from configs import default
+from simclr_jax.configs import default
 
 
 def get_config(arg=None):

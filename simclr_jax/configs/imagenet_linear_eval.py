@@ -2,7 +2,7 @@
 head on h, momentum optimiser, lr 0.1 x B/256, no weight decay, 90 epochs,
 crop+flip. Args: `init=PATH` of the pretraining workdir."""
 
-from configs import default, imagenet_simclr_r50
+from simclr_jax.configs import default, imagenet_simclr_r50
 
 
 def get_config(arg=None):

@@ -2,7 +2,7 @@
 all train images (labels unused). Args: `teacher=PATH` (a finetune workdir),
 `width=0.25` (the student's width; the teacher's for self-distillation)."""
 
-from configs import default, digits
+from simclr_jax.configs import default, digits
 
 
 def get_config(arg=None):

@@ -5,7 +5,7 @@ on 1% / 10% labels. 3-layer projection head, weight decay 1e-4, lr 0.075 x
 sqrt(B), 800 epochs; `memory` turns on the MoCo-style memory of negatives.
 """
 
-from configs import default
+from simclr_jax.configs import default
 
 
 def get_config(arg=None):

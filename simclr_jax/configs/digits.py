@@ -6,7 +6,7 @@ A small CIFAR-stem ResNet-18 (width 0.25) on 8x8 digits upsampled to 16x16:
 Args: `runlocal` (a few steps, for smoke tests).
 """
 
-from configs import default
+from simclr_jax.configs import default
 
 
 def get_config(arg=None):

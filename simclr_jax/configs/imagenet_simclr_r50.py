@@ -4,7 +4,7 @@ Published: 69.1% linear eval (69.3% in the paper). Args: `sqrt` for lr
 0.075 x sqrt(B) instead of 0.3 x B/256; `epochs=N`.
 """
 
-from configs import default
+from simclr_jax.configs import default
 
 
 def get_config(arg=None):

@@ -3,7 +3,7 @@
 Args: `init=PATH` (pretraining workdir), `fraction=0.1`, `selector=1`.
 """
 
-from configs import default, digits
+from simclr_jax.configs import default, digits
 
 
 def get_config(arg=None):

@@ -2,7 +2,7 @@
   python launch/sweep.py --config=configs/digits_sweep.py --workdir=runs/sweep
 """
 
-from configs import digits
+from simclr_jax.configs import digits
 
 
 def get_config(arg=None):

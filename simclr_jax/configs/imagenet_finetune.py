@@ -5,11 +5,11 @@ head, fine-tuned from the first projection layer; 60 epochs (1%) / 30 (10%).
 Args: `pct=1` or `pct=10`; `init=PATH` of the pretraining workdir.
 """
 
-from configs import imagenet_simclrv2_r152_3x_sk
+from simclr_jax.configs import imagenet_simclrv2_r152_3x_sk
 
 
 def get_config(arg=None):
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from simclr_jax.configs import default  # pylint: disable=g-import-not-at-top
   args = default.parse_arg(arg, pct=10, init='')
   config = imagenet_simclrv2_r152_3x_sk.get_config()
   config.mode = 'finetune'
