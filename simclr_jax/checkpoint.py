@@ -25,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from simclr_jax.errors import UserError
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
@@ -154,7 +155,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any):
                       'step(s) %s.', step, sorted(errors))
     return restored, step
   if errors:
-    raise ValueError(
+    raise UserError(
         f'No readable checkpoint in {manager.directory}; refusing to start '
         'over on top of them (move the directory away to do so): ' +
         '; '.join(f'step {s}: {e}' for s, e in errors.items()))
@@ -182,13 +183,13 @@ def load_weights(path: str) -> dict:
   if p.name.isdigit() and p.parent.name == CHECKPOINT_DIR:
     step, p = int(p.name), p.parent.parent
   if not (p / CHECKPOINT_DIR).exists():
-    raise FileNotFoundError(
+    raise UserError(
         f'No checkpoints under {path!r}: expected a workdir written by '
         f'simclr_jax (with {CHECKPOINT_DIR}/ and {CONFIG_FILE}).')
   manager = make_manager(os.fspath(p), read_only=True, async_save=False)
   steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
   if not steps:
-    raise FileNotFoundError(f'{path!r} has no saved checkpoint step.')
+    raise UserError(f'{path!r} has no saved checkpoint step.')
   config = read_config(os.fspath(p))
   errors = []
   for s in steps:
@@ -201,7 +202,7 @@ def load_weights(path: str) -> dict:
     except Exception as e:  # pylint: disable=broad-except
       errors.append(f'step {s}: {type(e).__name__}: {str(e)[:300]}')
       logging.error('Cannot read checkpoint step %d of %s: %s', s, path, errors[-1])
-  raise ValueError(f'No readable checkpoint in {path!r}: ' + '; '.join(errors))
+  raise UserError(f'No readable checkpoint in {path!r}: ' + '; '.join(errors))
 
 
 def _config_files(workdir: str) -> list:
@@ -261,7 +262,7 @@ def merge_weights(fresh: Any, loaded: Any, *, what: str, prefix=()) -> Any:
   if loaded is None:
     return fresh
   if tuple(np.shape(loaded)) != tuple(np.shape(fresh)):
-    raise ValueError(
+    raise UserError(
         f'{what}: parameter {"/".join(prefix)} has shape {np.shape(loaded)} in '
         f'the checkpoint but {np.shape(fresh)} in the model; the checkpoint was '
         'written for a different architecture.')
@@ -285,7 +286,7 @@ def export(output: str, *, params: Any, batch_stats: Any,
 def read_export(path: str) -> tuple[dict, dict]:
   p = epath.Path(path)
   if not (p / EXPORT_CONFIG_FILE).exists():
-    raise FileNotFoundError(f'{path!r} is not a simclr_jax export (no '
+    raise UserError(f'{path!r} is not a simclr_jax export (no '
                             f'{EXPORT_CONFIG_FILE}).')
   info = json.loads((p / EXPORT_CONFIG_FILE).read_text())
   checkpointer = ocp.PyTreeCheckpointer()

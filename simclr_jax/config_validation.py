@@ -13,13 +13,14 @@ import jax
 import ml_collections
 
 from simclr_jax import checkpoint
+from simclr_jax.errors import UserError
 from simclr_jax.models.conv import CONV_IMPLS
 from simclr_jax.modes import FROM_CHECKPOINT_MODES, MODES, TRAIN_MODES
 
 DEPTHS = (18, 34, 50, 101, 152, 200)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
   """A config that cannot run; the message lists every problem found."""
 
 
@@ -283,4 +284,7 @@ def check_workdir(config, workdir: Optional[str]) -> list[str]:
 def validate_or_raise(config, workdir: Optional[str] = None) -> None:
   problems = find_problems(config) + check_workdir(config, workdir)
   if problems:
-    raise ConfigError('Invalid config:\n  - ' + '\n  - '.join(problems))
+    if len(problems) == 1:
+      raise ConfigError(f'Invalid config: {problems[0]}.')
+    raise ConfigError(f'Invalid config ({len(problems)} problems):\n  - ' +
+                      '\n  - '.join(problems))

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from simclr_jax import checkpoint, models
+from simclr_jax.errors import UserError
 
 
 def model_info_from_config(config, num_classes: int) -> dict:
@@ -26,7 +27,7 @@ def export_workdir(workdir: str, output: str) -> str:
   loaded = checkpoint.load_weights(workdir)
   config = loaded['config']
   if config is None:
-    raise FileNotFoundError(f'{workdir!r} has no {checkpoint.CONFIG_FILE}.')
+    raise UserError(f'{workdir!r} has no {checkpoint.CONFIG_FILE}.')
   params = loaded['params']
   head = 'sup_head' if 'sup_head' in params else 'probe_head'
   num_classes = models.head_num_classes(params, head) if head in params else 0

@@ -1,15 +1,30 @@
-"""Command line: `python -m simclr_jax.main --config=configs/digits.py --workdir=DIR`.
+"""simclr-jax: train, evaluate and export SimCLR / SimCLRv2 models.
 
-Flags and hand-off only; the work is in `train.train_and_evaluate`.
-`simclr-jax export --workdir=DIR --output=OUT` writes a weights-only export.
+  simclr-jax [train] --config=CONFIG[:ARG] --workdir=DIR [--config.FIELD=VALUE ...]
+  simclr-jax export --workdir=DIR --output=EXPORT_DIR
+
+CONFIG is a config file path, or the name of a config shipped with the package
+(`digits`, `cifar10`, `imagenet_simclr_r50`, ...; `configs/digits.py` works
+from any directory). Without --config the embedded default (`digits`) runs.
+`python -m simclr_jax.main` is the same command. Flags and hand-off only; the
+work is in `train.train_and_evaluate`.
 """
 
+import difflib
+import importlib.util
+import logging as std_logging
+import os
 import sys
+import warnings
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_DEFAULT_CONFIG = 'configs/digits.py'
+from simclr_jax import configs as packaged_configs
+from simclr_jax import paths
+from simclr_jax.errors import EXIT_USAGE, UserError
+
+COMMANDS = ('train', 'export')
 FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and '
                                'TensorBoard summaries (local path or gs://).')
@@ -23,49 +38,225 @@ _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir', '~/.cache/simclr_jax/xla',
     'JAX persistent compilation cache, so that a resumed or repeated run does '
     'not compile again ("" disables it).')
-config_flags.DEFINE_config_file('config', None, 'Config file (with optional '
-                                ':arg), e.g. configs/digits.py:runlocal.',
-                                lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file or packaged config name, with an optional '
+    ':arg, e.g. digits:runlocal or configs/digits.py:runlocal.',
+    lock_config=True)
+_FLAGS_SHOWN_IN_HELP = ('config', 'workdir', 'output', 'coordinator_address',
+                        'num_processes', 'process_id', 'compilation_cache_dir',
+                        'verbosity')
 
 
-def _resolve_default_config(argv):
-  """Uses the embedded default config (packaged) when --config is not given."""
-  if not any(a.startswith('--config=') or a == '--config' for a in argv):
+def packaged_config_names() -> list[str]:
+  directory = os.path.dirname(packaged_configs.__file__)
+  return sorted(f[:-3] for f in os.listdir(directory)
+                if f.endswith('.py') and not f.startswith('_'))
+
+
+def resolve_config_spec(spec: str) -> str:
+  """'path-or-name[:arg]' -> 'absolute/path.py[:arg]'.
+
+  A path that exists is used as given; otherwise a bare name or a
+  `configs/<name>.py` path is looked up among the packaged configs, so README
+  commands work from any directory.
+  """
+  path, sep, arg = spec.partition(':')
+  expanded = os.path.expanduser(path)
+  if os.path.isfile(expanded):
+    return os.path.abspath(expanded) + sep + arg
+  directory = os.path.dirname(packaged_configs.__file__)
+  name = os.path.basename(path)
+  name = name[:-3] if name.endswith('.py') else name
+  parent = os.path.basename(os.path.dirname(os.path.normpath(path)))
+  if parent in ('', 'configs') and name in packaged_config_names():
+    return os.path.join(directory, name + '.py') + sep + arg
+  close = difflib.get_close_matches(name, packaged_config_names(), n=1)
+  raise UserError(
+      f'Config file not found: {os.path.abspath(expanded)} (--config={spec}).',
+      hint=(f'did you mean --config={close[0]}? ' if close else '') +
+      'Packaged configs: ' + ', '.join(packaged_config_names()) + '.')
+
+
+def _with_resolved_config(argv: list[str]) -> list[str]:
+  """argv with --config made absolute, or the packaged default added."""
+  out, found = list(argv[:1]), False
+  args = iter(argv[1:])
+  for a in args:
+    if a.startswith('--config='):
+      a, found = '--config=' + resolve_config_spec(a[len('--config='):]), True
+    elif a == '--config':
+      a, found = '--config=' + resolve_config_spec(next(args, '')), True
+    out.append(a)
+  if not found:
     from simclr_jax import default_config_path  # pylint: disable=g-import-not-at-top
-    argv = argv[:1] + [f'--config={default_config_path()}'] + argv[1:]
-  return argv
+    out.insert(1, f'--config={default_config_path()}')
+  return out
+
+
+def _load_config_file(spec: str):
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('_simclr_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _override_problem(argv: list[str]) -> str | None:
+  """Names the first `--config.a.b=v` whose field does not exist."""
+  spec = next(a[len('--config='):] for a in argv if a.startswith('--config='))
+  try:
+    config = _load_config_file(spec)
+  except Exception as e:  # pylint: disable=broad-except
+    return f'Config {spec} fails to load: {type(e).__name__}: {e}'
+  for a in argv:
+    if not a.startswith('--config.'):
+      continue
+    field = a[len('--config.'):].partition('=')[0]
+    node, done = config, []
+    for part in field.split('.'):
+      keys = list(node.keys()) if hasattr(node, 'keys') else []
+      if part not in keys:
+        close = difflib.get_close_matches(part, keys, n=1)
+        where = 'config.' + '.'.join(done + [part])
+        suggestion = (f'; did you mean config.{".".join(done + close)}?'
+                      if close else '')
+        return f'Unknown config field {where} (from {a}){suggestion}'
+      node, done = node[part], done + [part]
+  return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with every mistake reported in one line."""
+  try:
+    return FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    message = _override_problem(argv) or ' '.join(
+        str(e).replace('\\n', ' ').split())
+    _exit_with_error(UserError(message, hint='simclr-jax --help lists the '
+                               'flags; simclr_jax/configs/default.py lists every field.'))
+
+
+def _exit_with_error(error: UserError) -> None:
+  print(f'simclr-jax: error: {error}', file=sys.stderr)
+  if getattr(error, 'hint', None):
+    print(f'  hint: {error.hint}', file=sys.stderr)
+  sys.exit(EXIT_USAGE)
+
+
+class _OnlyThisPackage(std_logging.Filter):
+  """Keeps simclr_jax's lines and other packages' warnings and errors: orbax,
+  tfds, clu and JAX report every internal step at INFO. Known notices that
+  need no action from a user (deprecations inside tfds) are dropped too."""
+
+  HARMLESS = ('is deprecated', 'has no dataset_info.json')
+
+  def filter(self, record):
+    if f'{os.sep}simclr_jax{os.sep}' in record.pathname:
+      return True
+    return (record.levelno >= std_logging.WARNING and
+            not any(h in record.getMessage() for h in self.HARMLESS))
+
+
+def _quiet_console() -> None:
+  if FLAGS.verbosity > 0:
+    return
+  logging.get_absl_handler().addFilter(_OnlyThisPackage())
+  for category in (DeprecationWarning, FutureWarning, UserWarning):
+    warnings.filterwarnings('ignore', category=category)
+
+
+def _import_tensorflow_quietly() -> None:
+  """TensorFlow runs only the input pipeline. Its C++ start-up notices
+  (oneDNN, CPU features) ignore TF_CPP_MIN_LOG_LEVEL and are written while
+  the library loads, so stderr is closed for the import alone. TF must not
+  take the accelerators, which belong to JAX."""
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets  # pylint: disable=g-import-not-at-top,unused-import
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+  for kind in ('GPU', 'TPU'):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):  # No such device type, or too late.
+      pass
+
+
+def _start(command: str) -> None:
+  """Process-wide settings, then the distributed runtime (before any JAX call)."""
+  if FLAGS.verbosity <= 0:
+    _import_tensorflow_quietly()
+  import jax  # pylint: disable=g-import-not-at-top
+  from simclr_jax import parallel  # pylint: disable=g-import-not-at-top
+  if _CACHE_DIR.value and not jax.config.jax_compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir',
+                      os.path.expanduser(_CACHE_DIR.value))
+  if command == 'train':
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                    _PROCESS_ID.value)
 
 
 def main(argv):
+  if len(argv) > 2:
+    raise UserError(f'Unexpected arguments: {" ".join(argv[2:])}.')
   command = argv[1] if len(argv) > 1 else 'train'
-  if command not in ('train', 'export'):
-    raise app.UsageError(f'Unknown command {command!r}; use train or export.')
-  from simclr_jax import parallel  # pylint: disable=g-import-not-at-top
-  if _CACHE_DIR.value:
-    import jax  # pylint: disable=g-import-not-at-top
-    import os  # pylint: disable=g-import-not-at-top
-    if not jax.config.jax_compilation_cache_dir:
-      jax.config.update('jax_compilation_cache_dir',
-                        os.path.expanduser(_CACHE_DIR.value))
-  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
-                                  _PROCESS_ID.value)
-  if _WORKDIR.value is None:
-    raise app.UsageError('--workdir is required.')
-  config = FLAGS.config
-  if command == 'export' or config.mode == 'export':
+  config = _CONFIG.value
+  if config.get('mode') == 'export':
+    command = 'export'
+  if command not in COMMANDS:
+    raise UserError(f'Unknown command {command!r}; use one of: '
+                    f'{", ".join(COMMANDS)}.')
+  workdir = paths.resolve_workdir(_WORKDIR.value)
+  _start(command)
+  if command == 'export':
     if not _OUTPUT.value:
-      raise app.UsageError('export needs --output.')
+      raise UserError('export needs --output=DIR.')
     from simclr_jax import export  # pylint: disable=g-import-not-at-top
-    export.export_workdir(_WORKDIR.value, _OUTPUT.value)
+    export.export_workdir(workdir, paths.resolve(_OUTPUT.value))
     return
   from simclr_jax import train  # pylint: disable=g-import-not-at-top
-  logging.info('Config:\n%s', config)
-  train.train_and_evaluate(config, _WORKDIR.value)
+  train.train_and_evaluate(config, workdir)
 
 
-def run():
+def _print_help() -> None:
+  print(__doc__.strip() + '\n\nFlags:')
+  for name in _FLAGS_SHOWN_IN_HELP:
+    flag = FLAGS[name]
+    default = '' if flag.default is None else f' (default: {flag.default!r})'
+    print(f'  --{name}: {flag.help}{default}')
+  print('  --config.FIELD=VALUE: override a config field, e.g. '
+        '--config.train.batch_size=512\n\nConfigs: ' +
+        ', '.join(packaged_config_names()))
+
+
+def run(argv=None):
   """Console-script entry point (`simclr-jax`)."""
-  app.run(main, argv=_resolve_default_config(sys.argv))
+  argv = list(sys.argv if argv is None else argv)
+  if any(a in ('-h', '--help', '--helpshort', '--helpfull') for a in argv[1:]):
+    _print_help()
+    return
+  # TF runs only the input pipeline: its C++ start-up notices are noise here.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  try:
+    argv = _with_resolved_config(argv)
+  except UserError as e:
+    _exit_with_error(e)
+
+  def main_reporting_mistakes(args):
+    _quiet_console()
+    try:
+      main(args)
+    except UserError as e:
+      if FLAGS.verbosity > 0:
+        raise
+      _exit_with_error(e)
+
+  app.run(main_reporting_mistakes, argv=argv, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

@@ -51,10 +51,11 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
   elif auto and int(env.get('SLURM_NTASKS', '2')) > 1:
     jax.distributed.initialize(initialization_timeout=initialization_timeout,
                                heartbeat_timeout_seconds=heartbeat_timeout)
-  logging.info('JAX process %d of %d; %d local devices, %d global devices (%s).',
-               jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count(),
-               jax.devices()[0].platform)
+  if jax.process_count() > 1:
+    logging.info('JAX process %d of %d; %d local devices, %d global devices (%s).',
+                 jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), jax.device_count(),
+                 jax.devices()[0].platform)
 
 
 def make_mesh(devices=None) -> Mesh:

@@ -7,6 +7,7 @@ checkpoints and evaluation, shared by every mode.
 """
 
 import contextlib
+import copy
 import dataclasses
 import signal
 import threading
@@ -23,10 +24,11 @@ from clu import metric_writers, periodic_actions
 from flax import struct
 
 from simclr_jax import checkpoint, data, knn, losses, models, objectives, optim
-from simclr_jax import modes, parallel
+from simclr_jax import modes, parallel, paths
 from simclr_jax import config_validation
 from simclr_jax.data import device_augment
 from simclr_jax.parallel import DATA_AXIS
+from simclr_jax.errors import UserError
 
 NONFINITE_METRICS = {1: 'loss', 2: 'grad_norm'}
 # Random streams folded into jax.random.key(config.seed) (init uses it as is).
@@ -83,9 +85,21 @@ def build_model_for(model_config, config, num_classes, *, mode=None):
 
 
 def build_experiment(config, workdir: Optional[str] = None) -> Experiment:
-  """Validates the config and builds model, data info, schedule and teacher."""
+  """Validates the config and builds model, data info, schedule and teacher.
+
+  Works on a copy of `config` whose paths are absolute and whose automatic
+  settings are filled in; that copy is `Experiment.config`.
+  """
+  config = copy.deepcopy(config)
+  paths.resolve_config_paths(config)
+  workdir = paths.resolve(workdir) if workdir else workdir
   config_validation.validate_or_raise(config, workdir=workdir)
   info = data.get_dataset_info(config)
+  if (config.mode == 'pretrain' and config.train.lineareval_while_pretraining
+      and not info.num_classes):
+    logging.info('%s has no labels: pretraining without the online linear '
+                 'probe.', config.dataset)
+    config.train.lineareval_while_pretraining = False
   model_config = model_config_for_mode(config)
   model = build_model_for(model_config, config, info.num_classes)
   objective = objectives.for_mode(config)
@@ -93,9 +107,22 @@ def build_experiment(config, workdir: Optional[str] = None) -> Experiment:
   num_examples = (info.num_train_labelled
                   if config.mode in modes.LABELLED_MODES
                   else info.num_train_examples)
+  if config.mode in modes.LABELLED_MODES:
+    logging.info('Training on %d labelled examples (label_fraction %g).',
+                 num_examples, config.label_fraction)
   total, warmup = optim.schedule_steps(
       num_examples, config.train.batch_size, config.train.epochs,
       config.train.warmup_epochs, config.train.steps)
+  if config.mode in modes.TRAIN_MODES:
+    if config.train.batch_size > num_examples:
+      logging.warning('config.train.batch_size=%d is larger than the %d '
+                      'training examples: every batch repeats examples.',
+                      config.train.batch_size, num_examples)
+    if warmup >= total > 0:
+      logging.warning('The warm-up (%d steps from train.warmup_epochs=%g) '
+                      'covers the whole run of %d steps: the learning rate '
+                      'never reaches its peak. Lower train.warmup_epochs.',
+                      warmup, config.train.warmup_epochs, total)
   peak = optim.scaled_learning_rate(config.train.learning_rate,
                                     config.train.batch_size,
                                     config.train.lr_scaling)
@@ -105,6 +132,8 @@ def build_experiment(config, workdir: Optional[str] = None) -> Experiment:
                    schedule=optim.learning_rate_schedule(peak, total, warmup))
   if config.init_checkpoint:
     exp.init_weights = checkpoint.load_weights(config.init_checkpoint)
+    logging.info('Initial weights: %s (step %d).', config.init_checkpoint,
+                 exp.init_weights['step'])
   if config.mode == 'distill':
     exp.teacher = load_teacher(config, info.num_classes)
   return exp
@@ -115,19 +144,27 @@ def load_teacher(config, num_classes):
   loaded = checkpoint.load_weights(config.distill.teacher_checkpoint)
   teacher_config = loaded['config']
   if 'sup_head' not in loaded['params']:
-    raise ValueError(
+    raise UserError(
         f'config.distill.teacher_checkpoint={config.distill.teacher_checkpoint!r}'
         ' has no supervised head: the teacher must come from a finetune run.')
   teacher_classes = models.head_num_classes(loaded['params'], 'sup_head')
   if teacher_classes != num_classes:
-    raise ValueError(
+    raise UserError(
         f'The teacher predicts {teacher_classes} classes but dataset '
         f'{config.dataset!r} has {num_classes}.')
   teacher_model = build_model_for(
       ml_collections.ConfigDict(teacher_config.model.to_dict()), config,
       num_classes, mode='finetune')
   variables = {'params': loaded['params'], 'batch_stats': loaded['batch_stats']}
+  logging.info('Teacher: %s (step %d, %s).', config.distill.teacher_checkpoint,
+               loaded['step'], _describe_model(teacher_config.model))
   return teacher_model, variables
+
+
+def _describe_model(model_config) -> str:
+  sk = '+SK' if model_config.sk_ratio > 0 else ''
+  return (f'ResNet-{model_config.depth} {model_config.width_multiplier:g}x'
+          f'{sk}')
 
 
 def _init_variables(exp: Experiment, rng):
@@ -180,7 +217,7 @@ def create_train_state(exp: Experiment) -> TrainState:
     init_stats = checkpoint.merge_weights(
         fresh.get('batch_stats', {}), exp.init_weights['batch_stats'], what=what)
     if 'encoder' not in exp.init_weights['params']:
-      raise ValueError(f'{what} holds no encoder weights.')
+      raise UserError(f'{what} holds no encoder weights.')
   replicated = parallel.replicated(exp.mesh)
   return jax.jit(init, out_shardings=replicated)(init_params, init_stats)
 
@@ -381,6 +418,41 @@ def _flush_metrics(window, step, writer):
   return summary
 
 
+class Progress:
+  """The console's progress line: step, key metrics, steps/s and ETA.
+
+  The rate is measured between two reports, each right after the metrics
+  fetch that waits for the device, so asynchronous dispatch cannot inflate
+  it; the first report after a start (compilation, pipeline warm-up) and
+  time spent in evaluations are not counted.
+  """
+  SHOWN = ('loss', 'contrast_acc', 'probe_train_top1', 'train_top1',
+           'distill_loss', 'teacher_agreement')
+
+  def __init__(self, total_steps: int, writer=None):
+    self.total = total_steps
+    self.writer = writer
+    self._since = None   # (step, time) the rate is measured from.
+
+  def restart_clock(self, step=None):
+    self._since = None if step is None else (step, time.monotonic())
+
+  def report(self, step: int, summary: dict) -> None:
+    now = time.monotonic()
+    shown = ', '.join(f'{k} {summary[k]:.4g}' for k in self.SHOWN
+                      if k in summary)
+    speed = ''
+    if self._since is not None and step > self._since[0]:
+      rate = (step - self._since[0]) / max(now - self._since[1], 1e-9)
+      eta = int(round((self.total - step) / rate))
+      speed = f' | {rate:.3g} steps/s, ETA {eta // 60}m{eta % 60:02d}s'
+      if self.writer is not None:
+        self.writer.write_scalars(step, {'steps_per_sec': rate})
+    logging.info('Step %d/%d (%.0f%%): %s%s', step, self.total,
+                 100 * step / max(self.total, 1), shown, speed)
+    self._since = (step, now)
+
+
 def _check_nonfinite(state, config, seen: int) -> int:
   skipped, bad_step, which = (int(v) for v in jax.device_get(state.nonfinite))
   if skipped > seen:
@@ -398,7 +470,9 @@ def _check_nonfinite(state, config, seen: int) -> int:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs config.mode in `workdir`, resuming from its checkpoints. Returns the
   final evaluation (and a few run facts) as a dict."""
+  workdir = paths.resolve_workdir(workdir, 'workdir')
   exp = build_experiment(config, workdir)
+  config = exp.config
   if config.mode == 'eval':
     return run_eval(exp, workdir)
   if config.mode == 'export':
@@ -417,9 +491,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info('Resumed from %s at step %d.', manager.directory, restored_step)
   start_step = int(jax.device_get(state.step))
   total = exp.total_steps
-  logging.info('Mode %s: %d steps (%d warm-up), global batch %d on %d devices, '
-               'from step %d.', config.mode, total, exp.warmup_steps,
-               config.train.batch_size, jax.device_count(), start_step)
+  logging.info('%s %s on %s: %d steps (%d warm-up), global batch %d on %d %s '
+               'device(s) in %d process(es), from step %d; workdir %s.',
+               config.mode.capitalize(), _describe_model(exp.model_config),
+               config.dataset, total, exp.warmup_steps, config.train.batch_size,
+               jax.device_count(), jax.devices()[0].platform,
+               jax.process_count(), start_step, workdir)
 
   train_step = make_train_step(exp)
   has_classifier = (config.mode != 'pretrain' or
@@ -429,10 +506,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   teacher_variables = (parallel.replicate(exp.mesh, exp.teacher[1])
                        if exp.teacher else {})
   hooks = []
+  progress = Progress(total, writer if is_main else None)
   if is_main:
-    hooks.append(periodic_actions.ReportProgress(
-        num_train_steps=total, writer=writer,
-        every_steps=config.train.log_every_steps))
     if config.train.profile:
       hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=5))
 
@@ -455,22 +530,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         summary = _flush_metrics(window, step, writer)
         history.append(dict(summary, step=step))
         window = []
-        if step == start_step + config.train.log_every_steps or last:
-          _log_compiles(train_step)
+        progress.report(step, summary)
       if (config.train.eval_every_steps and eval_step is not None and
           step % config.train.eval_every_steps == 0 and not last):
         results = evaluate(exp, state, eval_step)
         writer.write_scalars(step, {'eval/' + k: v for k, v in results.items()})
+        logging.info('Step %d: eval top-1 %.4f on %s.', step, results['top1'],
+                     exp.info.eval_source)
+        progress.restart_clock(step)
       if (config.train.knn_every_steps and
           step % config.train.knn_every_steps == 0):
         writer.write_scalars(step, {'eval/knn_top1': knn.knn_accuracy(
             exp, _variables(state), k=config.train.knn_k)})
+        progress.restart_clock(step)
       preempted = preemption.should_stop(step) and not last
       if (step % config.train.checkpoint_every_steps == 0 or last or
           preempted):
         # 'stop' raises here, so no checkpoint follows a non-finite step.
         seen_nonfinite = _check_nonfinite(state, config, seen_nonfinite)
-        checkpoint.save(manager, step, state, force=preempted)
+        if checkpoint.save(manager, step, state, force=preempted):
+          logging.info('Saving the checkpoint of step %d to %s.', step,
+                       manager.directory)
+          progress.restart_clock(step)
       if preempted:
         manager.wait_until_finished()
         logging.warning('Preemption requested: saved a checkpoint at step %d '
@@ -491,7 +572,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     what = {'pretrain': 'linear-probe', 'distill': 'student'}.get(
         config.mode, config.mode)
     logging.info('Final %s top-1 on %s: %.4f (top-5 %.4f, %d examples).', what,
-                 config.eval_split, results['top1'], results['top5'],
+                 exp.info.eval_source, results['top1'], results['top5'],
                  results['count'])
   writer.flush()
   manager.close()
@@ -502,14 +583,6 @@ def _compile_count(step) -> int:
   if isinstance(step, parallel.CompiledOnce):
     return step.compiles
   return int(step._cache_size())  # pylint: disable=protected-access
-
-
-def _log_compiles(jitted):
-  n = _compile_count(jitted)
-  if n > 1:
-    logging.warning('The train step compiled %d times; expected once.', n)
-  else:
-    logging.info('The train step compiled %d time(s).', n)
 
 
 def run_eval(exp: Experiment, workdir: str) -> dict:

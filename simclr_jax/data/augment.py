@@ -17,6 +17,8 @@ import functools
 
 import tensorflow as tf
 
+from simclr_jax.errors import UserError
+
 # Decisions drawn per view, in the order the seed is split.
 _DECISIONS = ('flip', 'jitter', 'order', 'brightness', 'contrast',
               'saturation', 'hue', 'drop', 'blur', 'sigma')
@@ -73,24 +75,24 @@ def validate(cfg, image_size):
   """Raises ValueError for augmentation settings TF would reject mid-run."""
   p = resolve(cfg, image_size)
   if not 0 < p.crop_area_min <= p.crop_area_max <= 1:
-    raise ValueError('config.augment needs 0 < crop_area_min <= crop_area_max '
+    raise UserError('config.augment needs 0 < crop_area_min <= crop_area_max '
                      f'<= 1, got {p.crop_area_min}, {p.crop_area_max}.')
   if not 0 < p.crop_aspect_min <= p.crop_aspect_max:
-    raise ValueError('config.augment needs 0 < crop_aspect_min <= '
+    raise UserError('config.augment needs 0 < crop_aspect_min <= '
                      f'crop_aspect_max, got {p.crop_aspect_min}, '
                      f'{p.crop_aspect_max}.')
   for name in ('flip_prob', 'color_jitter_prob', 'color_drop_prob',
                'blur_prob'):
     if not 0 <= getattr(p, name) <= 1:
-      raise ValueError(f'config.augment.{name} must be in [0, 1], got '
+      raise UserError(f'config.augment.{name} must be in [0, 1], got '
                        f'{getattr(p, name)}.')
   if not 0 < p.blur_sigma_min <= p.blur_sigma_max:
-    raise ValueError('config.augment needs 0 < blur_sigma_min <= '
+    raise UserError('config.augment needs 0 < blur_sigma_min <= '
                      'blur_sigma_max.')
   if not 0 < p.eval_crop_proportion <= 1:
-    raise ValueError('config.augment.eval_crop_proportion must be in (0, 1].')
+    raise UserError('config.augment.eval_crop_proportion must be in (0, 1].')
   if p.color_jitter_strength < 0:
-    raise ValueError('config.augment.color_jitter_strength must be >= 0.')
+    raise UserError('config.augment.color_jitter_strength must be >= 0.')
 
 
 def to_float_rgb(image):

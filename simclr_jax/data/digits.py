@@ -6,6 +6,11 @@ large datasets. sklearn ships the 1797 images inside the package, so preparing
 the dataset never touches the network.
 """
 
+import contextlib
+import io
+import warnings
+
+from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -72,8 +77,15 @@ def prepare(data_dir=None):
   """Returns the digits builder, preparing it into `data_dir` if needed."""
   builder = SimclrDigits(data_dir=data_dir or None)
   if not builder.is_prepared():
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            compute_stats=tfds.download.ComputeStatsMode.SKIP,
-            try_download_gcs=False))
+    # tfds narrates a download (stdout, progress bars) that does not happen.
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(
+        quiet), warnings.catch_warnings():
+      warnings.simplefilter('ignore')
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              compute_stats=tfds.download.ComputeStatsMode.SKIP,
+              try_download_gcs=False))
+    logging.info('Prepared the digits dataset (from scikit-learn) in %s.',
+                 builder.data_dir)
   return builder

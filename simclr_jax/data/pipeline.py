@@ -16,6 +16,7 @@ reproduces the original batches bit for bit.
 """
 
 import dataclasses
+import difflib
 import functools
 import math
 import os
@@ -28,6 +29,7 @@ import tensorflow_datasets as tfds
 from simclr_jax.data import augment
 from simclr_jax.data import digits
 from simclr_jax.modes import LABELLED_MODES, TRAIN_MODES
+from simclr_jax.errors import UserError
 
 FOLDER_PREFIX = 'folder:'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
@@ -68,6 +70,9 @@ class DatasetInfo:
   # Examples in one epoch of make_train_iterator for config.mode: the
   # labelled subset for finetune/linear_eval, the whole split otherwise.
   train_epoch_size: int
+  # What evaluation reads, for log lines: the split's name, or the training
+  # images when a folder has no split sub-folders.
+  eval_source: str = ''
 
 
 # ---------------------------------------------------------------------------
@@ -83,7 +88,7 @@ def label_fraction_indices(labels, fraction, seed):
   """
   labels = np.asarray(labels)
   if not 0 < fraction <= 1:
-    raise ValueError(
+    raise UserError(
         f'config.label_fraction must be in (0, 1], got {fraction}.')
   rng = np.random.default_rng(seed)
   chosen = []
@@ -144,11 +149,14 @@ def _tfds_builder(name, data_dir):
   try:
     builder = tfds.builder(name, data_dir=data_dir or None, try_gcs=False)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(
+    known = tfds.list_builders(with_community_datasets=False) + ['digits']
+    close = difflib.get_close_matches(name.split('/')[0], known, n=3)
+    raise UserError(
         f'Unknown config.dataset {name!r}: not a tfds dataset, nor \'digits\' '
-        f'nor \'{FOLDER_PREFIX}/path\'.') from e
+        f'nor \'{FOLDER_PREFIX}/path\'.',
+        hint=f'did you mean {" or ".join(close)}?' if close else None) from e
   if not builder.info.splits:
-    raise ValueError(
+    raise UserError(
         f'tfds dataset {name!r} is not prepared in {builder.data_dir}. This '
         f'framework never downloads: prepare it first, e.g. '
         f'`tfds build {name.split("/")[0]} --data_dir=<config.data_dir>` (some '
@@ -164,16 +172,16 @@ class _TfdsSplit:
     self.split = split
     self.features = builder.info.features
     if 'image' not in self.features:
-      raise ValueError(f'tfds dataset {builder.name!r} has no \'image\' '
+      raise UserError(f'tfds dataset {builder.name!r} has no \'image\' '
                        'feature; only image datasets are supported.')
     try:
       self.num_examples = builder.info.splits[split].num_examples
     except (KeyError, ValueError, AssertionError) as e:
-      raise ValueError(
+      raise UserError(
           f'Split {split!r} (config.{field}) not found in tfds dataset '
           f'{builder.name!r}; available: {list(builder.info.splits)}.') from e
     if self.num_examples == 0:
-      raise ValueError(f'Split {split!r} (config.{field}) of {builder.name!r} '
+      raise UserError(f'Split {split!r} (config.{field}) of {builder.name!r} '
                        'is empty.')
     self.has_labels = 'label' in self.features
     self.num_classes = (self.features['label'].num_classes
@@ -266,7 +274,7 @@ class _TfdsSplit:
     key = ('load', self.builder.data_dir, str(self.split), index, count, decode)
     images, labels = _memoized(key, read)
     if len(labels) != self.process_sizes(count)[index]:
-      raise ValueError(
+      raise UserError(
           f'{self.name!r} {self.split!r} shard {index}/{count} holds '
           f'{len(labels)} examples but its metadata says '
           f'{self.process_sizes(count)[index]}; re-prepare the dataset.')
@@ -300,14 +308,14 @@ class _FolderSplit:
 
   def __init__(self, root, split, field, train_split, class_names=None):
     if not os.path.isdir(root):
-      raise ValueError(f'config.dataset folder {root!r} does not exist.')
+      raise UserError(f'config.dataset folder {root!r} does not exist.')
     self.name = FOLDER_PREFIX + root
     self.split = split
     directory = root
     if train_split and os.path.isdir(os.path.join(root, train_split)):
       directory = os.path.join(root, split)
       if not os.path.isdir(directory):
-        raise ValueError(
+        raise UserError(
             f'Folder {root!r} has a {train_split!r} sub-folder, so splits are '
             f'sub-folders, but there is none named {split!r} '
             f'(config.{field}).')
@@ -325,13 +333,13 @@ class _FolderSplit:
                         else list(class_names))
     for name, files in sorted(class_files.items()):
       if name not in self.class_names:
-        raise ValueError(f'Class folder {name!r} in {directory!r} '
+        raise UserError(f'Class folder {name!r} in {directory!r} '
                          f'(config.{field}) is not a training class; training'
                          f' classes: {self.class_names}.')
       paths.extend(files)
       labels.extend([self.class_names.index(name)] * len(files))
     if not paths:
-      raise ValueError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) found in '
+      raise UserError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) found in '
                        f'folder {directory!r} (config.dataset).')
     self.paths = np.array(paths)
     self.labels = np.array(labels, np.int64)
@@ -346,16 +354,23 @@ class _FolderSplit:
     return True
 
 
+def kind_and_root(config):
+  """('folder', root) or ('tfds', name) of config.dataset, preparing nothing."""
+  if config.dataset.startswith(FOLDER_PREFIX):
+    return 'folder', os.path.expanduser(config.dataset[len(FOLDER_PREFIX):])
+  return 'tfds', config.dataset
+
+
 def _parse_dataset(config):
   """config.dataset -> ('folder', root) or ('tfds', name), preparing digits."""
   dataset = config.dataset
   if not isinstance(dataset, str) or not dataset:
-    raise ValueError(f'config.dataset must be a non-empty string, got '
+    raise UserError(f'config.dataset must be a non-empty string, got '
                      f'{dataset!r}.')
   if dataset.startswith(FOLDER_PREFIX):
     root = os.path.expanduser(dataset[len(FOLDER_PREFIX):])
     if not root:
-      raise ValueError('config.dataset \'folder:\' needs a path, e.g. '
+      raise UserError('config.dataset \'folder:\' needs a path, e.g. '
                        '\'folder:/data/images\'.')
     return 'folder', root
   if dataset == 'digits':
@@ -379,10 +394,10 @@ class _TrainSet:
 
 def _check_common(config):
   if not isinstance(config.image_size, int) or config.image_size <= 0:
-    raise ValueError(f'config.image_size must be a positive int, got '
+    raise UserError(f'config.image_size must be a positive int, got '
                      f'{config.image_size!r}.')
   if not 0 < config.label_fraction <= 1:
-    raise ValueError(f'config.label_fraction must be in (0, 1], got '
+    raise UserError(f'config.label_fraction must be in (0, 1], got '
                      f'{config.label_fraction}.')
   augment.validate(config.augment, config.image_size)
 
@@ -442,7 +457,7 @@ def _open_train(config):
         subset_split = _TfdsSplit(_tfds_builder(subset, config.data_dir),
                                   'train', 'train_split')
       except ValueError as e:
-        raise ValueError(
+        raise UserError(
             f'label_fraction={fraction} on imagenet2012 uses the official '
             f'subset {subset!r} to mark labelled examples; prepare it or set '
             'config.label_fraction = 1.0.') from e
@@ -458,7 +473,7 @@ def _open_train(config):
                       num_labelled=split.num_examples if split.has_labels
                       else 0)
   if labelled_only and train.num_labelled == 0:
-    raise ValueError(
+    raise UserError(
         f'config.mode={config.mode!r} needs labels but the train split '
         f'{config.train_split!r} of {config.dataset!r} has none.')
   return train
@@ -473,7 +488,15 @@ def get_dataset_info(config):
   if _imagenet_subset(config) and train.labelled_only:
     num_train = _TfdsSplit(_tfds_builder(config.dataset, config.data_dir),
                            config.train_split, 'train_split').num_examples
+  eval_source = str(config.eval_split)
+  if kind_and_root(config)[0] == 'folder' and (
+      evaluation.directory == train.split.directory):
+    eval_source = (f'the training images (folder {evaluation.directory} has '
+                   f'no {config.train_split}/ and {config.eval_split}/ '
+                   'sub-folders)')
+    logging.warning('Evaluating on %s.', eval_source)
   return DatasetInfo(
+      eval_source=eval_source,
       num_classes=train.split.num_classes,
       num_train_examples=num_train,
       num_train_labelled=train.num_labelled,
@@ -618,7 +641,7 @@ def _readable_files(paths):
   if not readable.all():
     bad = [paths[i] for i in np.flatnonzero(~readable)]
     logging.warning('Skipping %d unreadable image file(s), e.g. %s', len(bad),
-                    bad[:3])
+                    ', '.join(str(p) for p in bad[:3]))
   return readable
 
 
@@ -691,14 +714,14 @@ def _process(process_index, process_count):
     if process_count is None:
       process_count = jax.process_count()
   if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index {process_index} not in [0, '
+    raise UserError(f'process_index {process_index} not in [0, '
                      f'{process_count}).')
   return process_index, process_count
 
 
 def _per_process_batch(global_batch, process_count, field):
   if global_batch <= 0 or global_batch % process_count:
-    raise ValueError(f'config.{field}={global_batch} must be a positive '
+    raise UserError(f'config.{field}={global_batch} must be a positive '
                      f'multiple of the process count {process_count}.')
   return global_batch // process_count
 
@@ -724,10 +747,10 @@ def make_train_iterator(config, *, start_step=0, process_index=None,
   """
   _check_common(config)
   if config.mode not in TRAIN_MODES:
-    raise ValueError(f'config.mode={config.mode!r} has no training data; '
+    raise UserError(f'config.mode={config.mode!r} has no training data; '
                      f'expected one of {TRAIN_MODES}.')
   if start_step < 0:
-    raise ValueError(f'start_step must be >= 0, got {start_step}.')
+    raise UserError(f'start_step must be >= 0, got {start_step}.')
   index, count = _process(process_index, process_count)
   batch_size = _per_process_batch(config.train.batch_size, count,
                                   'train.batch_size')
@@ -738,7 +761,7 @@ def make_train_iterator(config, *, start_step=0, process_index=None,
                  cache=config.cache_train,
                  shuffle_buffer=config.shuffle_buffer)
   if shard.num_examples == 0:
-    raise ValueError(f'Process {index} of {count} has no training examples '
+    raise UserError(f'Process {index} of {count} has no training examples '
                      f'in {config.dataset!r} {config.train_split!r}.')
 
   return train_dataset(shard, config, process_index=index,
