@@ -97,19 +97,34 @@ def test_bad_configs_fail_fast(data_dir, tmp_path):
     assert not os.path.exists(tmp_path / field / 'checkpoints')
 
 
-def test_cli_runs_pretraining(data_dir, tmp_path):
-  workdir = tmp_path / 'cli'
+def test_cli_runs_pretraining_from_any_directory(data_dir, tmp_path):
+  """README usage as a new user types it: another working directory, relative
+  workdir and config path, a short quiet log, then an export beside it."""
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
              JAX_PLATFORMS='cpu')
+  elsewhere = tmp_path / 'elsewhere'
+  elsewhere.mkdir()
   proc = subprocess.run(
       [sys.executable, '-m', 'simclr_jax.main',
-       f'--config={REPO}/configs/digits.py:runlocal', f'--workdir={workdir}',
+       '--config=configs/digits.py:runlocal', '--workdir=runs/cli',
        f'--config.data_dir={data_dir}', '--config.model.width_multiplier=0.125',
        '--config.train.batch_size=16', '--config.train.steps=2'],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+      cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert 'Final linear-probe top-1 on test' in proc.stderr
+  workdir = elsewhere / 'runs' / 'cli'
   assert os.path.isdir(workdir / 'checkpoints' / '2')
+  lines = proc.stderr.splitlines()
+  assert 'Final linear-probe top-1 on test' in lines[-1], proc.stderr[-3000:]
+  # Only this package's lines: no orbax/tfds chatter, no config dump.
+  assert len(lines) < 20, proc.stderr
+  assert not any('orbax' in line or 'checkpoint_manager' in line
+                 for line in lines), proc.stderr
+  export = subprocess.run(
+      [sys.executable, '-m', 'simclr_jax.main', 'export',
+       '--workdir=runs/cli', '--output=exports/cli'],
+      cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+  assert export.returncode == 0, export.stderr[-3000:]
+  assert os.path.isfile(elsewhere / 'exports' / 'cli' / 'model_config.json')
 
 
 def test_pretraining_with_colours_on_device(data_dir, tmp_path):
