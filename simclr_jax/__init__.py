@@ -1,12 +1,11 @@
 """simclr-jax: SimCLR and SimCLRv2 in JAX/Flax, data-parallel over every device."""
 
-import os
-
 __version__ = '0.1.0'
 
 
 def default_config_path() -> str:
   """Path of the embedded default config (pretraining on digits)."""
+  import os  # pylint: disable=g-import-not-at-top
   return os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
                       'digits.py')
 

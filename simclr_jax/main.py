@@ -21,7 +21,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from simclr_jax import configs as packaged_configs
-from simclr_jax import paths
+from simclr_jax import console, paths
 from simclr_jax.errors import EXIT_USAGE, UserError
 
 COMMANDS = ('train', 'export')
@@ -43,8 +43,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     ':arg, e.g. digits:runlocal or configs/digits.py:runlocal.',
     lock_config=True)
 _FLAGS_SHOWN_IN_HELP = ('config', 'workdir', 'output', 'coordinator_address',
-                        'num_processes', 'process_id', 'compilation_cache_dir',
-                        'verbosity')
+                        'num_processes', 'process_id', 'compilation_cache_dir')
 
 
 def packaged_config_names() -> list[str]:
@@ -148,7 +147,8 @@ class _OnlyThisPackage(std_logging.Filter):
   tfds, clu and JAX report every internal step at INFO. Known notices that
   need no action from a user (deprecations inside tfds) are dropped too."""
 
-  HARMLESS = ('is deprecated', 'has no dataset_info.json')
+  HARMLESS = ('is deprecated', 'has no dataset_info.json', 'read_only=True',
+              'directory is read only')
 
   def filter(self, record):
     if f'{os.sep}simclr_jax{os.sep}' in record.pathname:
@@ -170,16 +170,9 @@ def _import_tensorflow_quietly() -> None:
   (oneDNN, CPU features) ignore TF_CPP_MIN_LOG_LEVEL and are written while
   the library loads, so stderr is closed for the import alone. TF must not
   take the accelerators, which belong to JAX."""
-  sys.stderr.flush()
-  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-  os.dup2(devnull, 2)
-  try:
+  with console.stderr_silenced():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import tensorflow_datasets  # pylint: disable=g-import-not-at-top,unused-import
-  finally:
-    os.dup2(saved, 2)
-    os.close(saved)
-    os.close(devnull)
   for kind in ('GPU', 'TPU'):
     try:
       tf.config.set_visible_devices([], kind)
@@ -229,6 +222,8 @@ def _print_help() -> None:
     flag = FLAGS[name]
     default = '' if flag.default is None else f' (default: {flag.default!r})'
     print(f'  --{name}: {flag.help}{default}')
+  print('  --verbosity=1: debug logging, every library\'s messages, and '
+        'tracebacks for mistakes')
   print('  --config.FIELD=VALUE: override a config field, e.g. '
         '--config.train.batch_size=512\n\nConfigs: ' +
         ', '.join(packaged_config_names()))

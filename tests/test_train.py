@@ -145,3 +145,33 @@ def test_colours_on_device_is_refused_outside_pretraining(data_dir, tmp_path):
   with pytest.raises(ConfigError, match=r"augment\.on_device=True applies to "
                      "mode 'pretrain' only"):
     train.build_experiment(config, str(tmp_path / 'sup'))
+
+
+def test_progress_rate_is_measured_between_synced_reports(monkeypatch):
+  """No speed on the first report after a start (it holds compilation and
+  asynchronous dispatch); then steps over seconds between reports; time
+  spent in evaluation or checkpoints is not counted."""
+  now = [100.0]
+  monkeypatch.setattr(train.time, 'monotonic', lambda: now[0])
+  written = []
+
+  class Writer:
+    def write_scalars(self, step, scalars):
+      written.append((step, scalars))
+
+  progress = train.Progress(total_steps=100, writer=Writer())
+  lines = []
+  monkeypatch.setattr(train.logging, 'info',
+                      lambda fmt, *args: lines.append(fmt % args))
+  now[0] += 50.0            # Compilation and the first 10 steps.
+  progress.report(10, {'loss': 2.0})
+  assert 'steps/s' not in lines[-1] and not written
+  now[0] += 5.0
+  progress.report(20, {'loss': 1.5})
+  assert '2 steps/s, ETA 0m40s' in lines[-1]
+  assert written == [(20, {'steps_per_sec': 2.0})]
+  now[0] += 30.0            # An evaluation.
+  progress.restart_clock(20)
+  now[0] += 2.0
+  progress.report(30, {'loss': 1.0})
+  assert '5 steps/s, ETA 0m14s' in lines[-1]

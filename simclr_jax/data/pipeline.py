@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from simclr_jax import console
 from simclr_jax.data import augment
 from simclr_jax.data import digits
 from simclr_jax.modes import LABELLED_MODES, TRAIN_MODES
@@ -636,8 +637,9 @@ def _readable_files(paths):
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.ignore_errors()
   readable = np.zeros(len(paths), bool)
-  for index, side in ds.as_numpy_iterator():
-    readable[index] = side > 0
+  with console.stderr_silenced():   # libjpeg's complaints; counted below.
+    for index, side in ds.as_numpy_iterator():
+      readable[index] = side > 0
   if not readable.all():
     bad = [paths[i] for i in np.flatnonzero(~readable)]
     logging.warning('Skipping %d unreadable image file(s), e.g. %s', len(bad),
