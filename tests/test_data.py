@@ -16,7 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from simclr_jax.configs import default
-from simclr_jax import data
+from simclr_jax import data, train
 from simclr_jax.data import augment
 from simclr_jax.data import digits
 from simclr_jax.data import pipeline
@@ -412,6 +412,13 @@ def test_unlabelled_folder_pretrains_with_zero_label_mask(tmp_path):
   assert batch['images'].shape == (4, 2, 16, 16, 3)
   np.testing.assert_array_equal(batch['label_mask'], 0.0)
   np.testing.assert_array_equal(batch['labels'], 0)
+  # The trainer turns the online probe off instead of failing, and says that
+  # evaluation would read the training images.
+  assert 'training images' in info.eval_source
+  exp = train.build_experiment(make_config(dataset=f'folder:{tmp_path}',
+                                           **{'train.batch_size': 8}))
+  assert not exp.config.train.lineareval_while_pretraining
+  assert not exp.model.linear_probe
   with pytest.raises(ValueError, match='needs labels'):
     data.make_train_iterator(make_config(dataset=f'folder:{tmp_path}',
                                          mode='finetune'),
