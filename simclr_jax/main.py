@@ -168,16 +168,10 @@ def _quiet_console() -> None:
 def _import_tensorflow_quietly() -> None:
   """TensorFlow runs only the input pipeline. Its C++ start-up notices
   (oneDNN, CPU features) ignore TF_CPP_MIN_LOG_LEVEL and are written while
-  the library loads, so stderr is closed for the import alone. TF must not
-  take the accelerators, which belong to JAX."""
+  the library loads, so stderr is closed for the import alone."""
   with console.stderr_silenced():
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
     import tensorflow_datasets  # pylint: disable=g-import-not-at-top,unused-import
-  for kind in ('GPU', 'TPU'):
-    try:
-      tf.config.set_visible_devices([], kind)
-    except (RuntimeError, ValueError):  # No such device type, or too late.
-      pass
 
 
 def _start(command: str) -> None:

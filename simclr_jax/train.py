@@ -90,6 +90,7 @@ def build_experiment(config, workdir: Optional[str] = None) -> Experiment:
   Works on a copy of `config` whose paths are absolute and whose automatic
   settings are filled in; that copy is `Experiment.config`.
   """
+  data.keep_tf_off_accelerators()
   config = copy.deepcopy(config)
   paths.resolve_config_paths(config)
   workdir = paths.resolve(workdir) if workdir else workdir

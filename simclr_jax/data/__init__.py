@@ -10,3 +10,4 @@ from simclr_jax.data.pipeline import get_dataset_info
 from simclr_jax.data.pipeline import label_fraction_indices
 from simclr_jax.data.pipeline import make_eval_iterator
 from simclr_jax.data.pipeline import make_train_iterator
+from simclr_jax.data.pipeline import keep_tf_off_accelerators

@@ -43,21 +43,14 @@ IMAGENET_SUBSETS = {0.01: 'imagenet2012_subset/1pct',
 # Distinct streams derived from one process seed.
 _SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
 
-# This pipeline must never reach the network, whatever tfds defaults become.
-# pylint: disable-next=protected-access
-tfds.core.utils.gcs_utils._is_gcs_disabled = True
-
-
-def _hide_accelerators_from_tf():
-  """TF only runs the input pipeline; the accelerators belong to JAX."""
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-    tf.config.set_visible_devices([], 'TPU')
-  except (RuntimeError, ValueError):  # Already initialised, or no such type.
-    pass
-
-
-_hide_accelerators_from_tf()
+def keep_tf_off_accelerators():
+  """TF only runs the input pipeline; the accelerators belong to JAX. Called
+  once by the trainer (and by the command line before anything else)."""
+  for kind in ('GPU', 'TPU'):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):  # Already initialised, or no such type.
+      pass
 
 
 @dataclasses.dataclass(frozen=True)
