@@ -52,7 +52,7 @@ def measure(mesh, batch, queue_size, dim, *, max_timed_gflop, warmup, repeats):
   z1 = jax.device_put(jax.random.normal(key1, (batch, dim)), sharded)
   z2 = jax.device_put(jax.random.normal(key2, (batch, dim)), sharded)
   queue = jax.device_put(
-      losses._l2_normalize(jax.random.normal(key3, (queue_size, dim))),  # pylint: disable=protected-access
+      losses.l2_normalize(jax.random.normal(key3, (queue_size, dim))),
       replicated) if queue_size else None
   fn = make_loss_and_grad(mesh, temperature=0.1)
   start = time.perf_counter()

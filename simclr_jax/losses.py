@@ -58,8 +58,8 @@ def nt_xent(z1: jax.Array,
   z1 = z1.astype(jnp.float32)
   z2 = z2.astype(jnp.float32)
   if hidden_norm:
-    z1 = _l2_normalize(z1)
-    z2 = _l2_normalize(z2)
+    z1 = l2_normalize(z1)
+    z2 = l2_normalize(z2)
   b = z1.shape[0]
   z1_all = _gather(z1, axis_name)
   z2_all = _gather(z2, axis_name)
@@ -93,7 +93,7 @@ def nt_xent(z1: jax.Array,
                 'contrast_entropy': contrast_entropy}
 
 
-def _l2_normalize(x, eps=1e-12):
+def l2_normalize(x, eps=1e-12):
   # Same as tf.math.l2_normalize: x / sqrt(max(sum(x^2), eps)).
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), eps))
 

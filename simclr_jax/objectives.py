@@ -18,11 +18,9 @@ class Objective:
   """Per-mode settings of the train step.
 
   Attributes:
-    views: augmented views per image in the batch (2 for contrastive).
     logits_key: model output used for classification metrics / evaluation.
     loss_fn: (out, batch, extras, axis_name) -> (loss, metrics dict).
   """
-  views: int
   logits_key: str
   loss_fn: Callable[..., Any]
 
@@ -55,7 +53,7 @@ def contrastive(config) -> Objective:
           out['probe_logits'], labels, mask, axis_name).items()})
     return loss, metrics
 
-  return Objective(views=2, logits_key='probe_logits', loss_fn=loss_fn)
+  return Objective(logits_key='probe_logits', loss_fn=loss_fn)
 
 
 def supervised(config) -> Objective:
@@ -71,7 +69,7 @@ def supervised(config) -> Objective:
                                       batch['label_mask'], axis_name)
     return loss, dict(metrics, sup_loss=loss)
 
-  return Objective(views=1, logits_key='sup_logits', loss_fn=loss_fn)
+  return Objective(logits_key='sup_logits', loss_fn=loss_fn)
 
 
 def distillation(config) -> Objective:
@@ -96,7 +94,7 @@ def distillation(config) -> Objective:
         agree.astype(jnp.float32), jnp.ones_like(agree, jnp.float32), axis_name)
     return loss, metrics
 
-  return Objective(views=1, logits_key='sup_logits', loss_fn=loss_fn)
+  return Objective(logits_key='sup_logits', loss_fn=loss_fn)
 
 
 def for_mode(config) -> Optional[Objective]:

@@ -156,15 +156,3 @@ def prefetch(mesh: Mesh, batches: Iterator[dict], size: int = 2) -> Iterator[dic
       yield queue.pop(0)
   while queue:
     yield queue.pop(0)
-
-
-def check_batch_divisible(batch_size: int, what: str = 'config.train.batch_size'):
-  """Clear error when a global batch does not split over processes and devices."""
-  problems = []
-  if batch_size % jax.process_count():
-    problems.append(f'{what}={batch_size} is not divisible by the number of '
-                    f'processes ({jax.process_count()})')
-  if batch_size % jax.device_count():
-    problems.append(f'{what}={batch_size} is not divisible by the number of '
-                    f'devices ({jax.device_count()})')
-  return problems

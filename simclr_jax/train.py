@@ -309,7 +309,7 @@ def _update_memory(model, memory, params, batch_stats, x, b, decay):
                      {'params': memory['params'], 'batch_stats': memory['batch_stats']},
                      {'params': params, 'batch_stats': batch_stats})
   keys = model.apply(ema, x[:b], train=False)['z']
-  keys = losses._l2_normalize(keys.astype(jnp.float32))  # pylint: disable=protected-access
+  keys = losses.l2_normalize(keys.astype(jnp.float32))
   keys = jax.lax.all_gather(keys, DATA_AXIS, axis=0, tiled=True)
   queue = memory['queue']
   size = queue.shape[0]
@@ -580,10 +580,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return result
 
 
-def _compile_count(step) -> int:
-  if isinstance(step, parallel.CompiledOnce):
-    return step.compiles
-  return int(step._cache_size())  # pylint: disable=protected-access
+def _compile_count(step: parallel.CompiledOnce) -> int:
+  return step.compiles
 
 
 def run_eval(exp: Experiment, workdir: str) -> dict:
