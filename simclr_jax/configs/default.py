@@ -27,7 +27,8 @@ def get_config(arg=None):
   """Returns the base config (pretraining SimCLR on the embedded digits data)."""
   del arg
   config = ml_collections.ConfigDict()
-  # pretrain | finetune | linear_eval | distill | eval | export
+  # pretrain | finetune | linear_eval | supervised | distill | eval | export
+  # (simclr_jax/modes.py).
   config.mode = 'pretrain'
   config.seed = 0
   # Weights-only checkpoint (a workdir or a checkpoint step dir) to start from.

@@ -1,8 +1,8 @@
 """SimCLR's colour distortion and blur on the accelerator, in jnp.
 
 On the host, colour jitter (two RGB<->HSV round trips per view) and the blur
-(23 taps at 224 px) cost more than decoding and cropping the JPEG: without
-them tf.data delivers 2.5x more examples per core (docs/benchmarks.md). With
+(23 taps at 224 px) cost more than decoding and cropping the JPEG (measured
+in docs/benchmarks.md). With
 config.augment.on_device they run inside the jitted train step instead
 (`augment_views`), and the host ships uint8 crops. Each image draws its own parameters from the
 same distributions as `augment.sample_decisions`, and the ops match their TF
