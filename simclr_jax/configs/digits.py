@@ -36,6 +36,7 @@ def get_config(arg=None):
 
   if args.runlocal:
     config.train.steps = 4
+    config.train.warmup_epochs = 0
     config.train.log_every_steps = 2
     config.train.checkpoint_every_steps = 2
     config.train.eval_every_steps = 0
