@@ -2,6 +2,7 @@
 
 Flags and hand-off only; the work is in `train.train_and_evaluate`.
 `simclr-jax export --workdir=DIR --output=OUT` writes a weights-only export.
+`simclr-jax import --source=PATH --output=OUT` imports official TF2 weights.
 """
 
 import sys
@@ -13,7 +14,12 @@ _DEFAULT_CONFIG = 'configs/digits.py'
 FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and '
                                'TensorBoard summaries (local path or gs://).')
-_OUTPUT = flags.DEFINE_string('output', None, 'export: output directory.')
+_OUTPUT = flags.DEFINE_string('output', None, 'export, import: output directory.')
+_SOURCE = flags.DEFINE_string('source', None, 'import: an official SimCLR TF2 '
+                              'SavedModel directory or checkpoint prefix.')
+_FT_PROJ_SELECTOR = flags.DEFINE_integer(
+    'ft_proj_selector', None, 'import: the projection layer a fine-tuned '
+    "checkpoint's head reads (training checkpoints cannot tell).")
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of '
                                    'process 0 for multi-process runs.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a '
@@ -38,8 +44,16 @@ def _resolve_default_config(argv):
 
 def main(argv):
   command = argv[1] if len(argv) > 1 else 'train'
-  if command not in ('train', 'export'):
-    raise app.UsageError(f'Unknown command {command!r}; use train or export.')
+  if command not in ('train', 'export', 'import'):
+    raise app.UsageError(f'Unknown command {command!r}; use train, export or '
+                         'import.')
+  if command == 'import':
+    if not _SOURCE.value or not _OUTPUT.value:
+      raise app.UsageError('import needs --source and --output.')
+    from simclr_jax import official  # pylint: disable=g-import-not-at-top
+    print(official.format_report(official.import_official(
+        _SOURCE.value, _OUTPUT.value, ft_proj_selector=_FT_PROJ_SELECTOR.value)))
+    return
   from simclr_jax import parallel  # pylint: disable=g-import-not-at-top
   if _CACHE_DIR.value:
     import jax  # pylint: disable=g-import-not-at-top
