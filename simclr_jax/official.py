@@ -625,4 +625,21 @@ def format_report(report: dict) -> str:
   for name, (diff, scale) in report['differences'].items():
     lines.append(f'  self-check {name}: max |JAX - TF| {diff:.3g} '
                  f'(scale {scale:.3g})')
+  lines.append('  config.model for finetune / linear_eval / distill from it: ' +
+               ' '.join(config_flags(report)))
   return '\n'.join(lines)
+
+
+def config_flags(report: dict) -> list:
+  """The --config.model.* flags a run from the import needs (its weights fix
+  the architecture)."""
+  arch = report['architecture']
+  fields = ['depth', 'width_multiplier', 'sk_ratio', 'se_ratio', 'cifar_stem',
+            'proj_head_mode', 'num_proj_layers']
+  if 'proj_out_dim' in arch:
+    fields.append('proj_out_dim')
+  flags = [f'--config.model.{f}={arch[f]:g}' if isinstance(arch[f], float)
+           else f'--config.model.{f}={arch[f]}' for f in fields]
+  if report['head'] == 'sup_head':
+    flags.append(f'--config.model.ft_proj_selector={report["ft_proj_selector"]}')
+  return flags
