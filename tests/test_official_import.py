@@ -208,6 +208,12 @@ def test_import_command_then_finetune_from_it(cases, data_dir, tmp_path):
       jax.tree.leaves(tuned['params']['encoder']),
       jax.tree.leaves(imported['params']['encoder']))]
   assert any(changed)
+  # mode=eval runs on the import itself (its own architecture and head).
+  evaluation = tiny_config(data_dir, 'eval')
+  evaluation.init_checkpoint = out
+  evaluation.train.knn_k = 0
+  scores = train.train_and_evaluate(evaluation, str(tmp_path / 'eval'))
+  assert scores['eval/count'] == 540 and 0 <= scores['eval/top1'] <= 1
   # The fine-tuned checkpoint's classifier is usable as a distillation teacher.
   distill = tiny_config(data_dir, 'distill')
   distill.distill.teacher_checkpoint = out
