@@ -84,6 +84,55 @@ def test_import_matches_official_outputs(cases, case, fmt, tmp_path):
   _assert_matches(ours, reference)
 
 
+EXTRA = {  # case: (depth, width, sk_ratio, se_ratio, cifar_stem, head, layer)
+    'r18_w0.0625_cifar_ft2': (18, 0.0625, 0.0, 0.0, True, 'sup_head', 2),
+    'r34_w0.0625_sk1_se_pretrain': (34, 0.0625, 0.0625, 0.25, False,
+                                    'probe_head', 0),
+}
+
+
+@pytest.fixture(scope='module')
+def extra_cases(tmp_path_factory):
+  root = tmp_path_factory.mktemp('official_tf2_extra')
+  for case in EXTRA:
+    with tarfile.open(os.path.join(DATA, f'{case}.tar.xz')) as archive:
+      archive.extractall(root, filter='data')
+  return {case: str(root / case) for case in EXTRA}
+
+
+@pytest.mark.parametrize('fmt', ['saved_model', 'checkpoint'])
+@pytest.mark.parametrize('case', sorted(EXTRA))
+def test_import_other_layouts(extra_cases, case, fmt, tmp_path):
+  """ResNet-18 CIFAR stem fine-tuned from layer 2; ResNet-34 SK + SE."""
+  folder, info, reference = _case(extra_cases, case)
+  depth, width, sk, se, cifar, head, layer = EXTRA[case]
+  # A training checkpoint cannot tell the head's layer; the SavedModel can.
+  selector = layer if fmt == 'checkpoint' and head == 'sup_head' else None
+  out = str(tmp_path / 'export')
+  report = official.import_official(_source(folder, info, fmt), out,
+                                    ft_proj_selector=selector)
+  arch = report['architecture']
+  assert (arch['depth'], arch['width_multiplier'], arch['sk_ratio'],
+          arch['se_ratio'], arch['cifar_stem']) == (depth, width, sk, se, cifar)
+  assert arch['num_proj_layers'] == info['flags']['num_proj_layers']
+  assert arch['num_classes'] == info['flags']['num_classes']
+  assert (report['head'], report['ft_proj_selector']) == (head, layer)
+  module, variables = export.load_pretrained(out)
+  ours, out_dict = official.block_outputs(module, variables,
+                                          reference['inputs'])
+  assert head.replace('_head', '_logits') in out_dict
+  _assert_matches(ours, reference)
+
+
+def test_selector_contradicting_the_saved_model_is_an_error(extra_cases,
+                                                           tmp_path):
+  folder, info, _ = _case(extra_cases, 'r18_w0.0625_cifar_ft2')
+  with pytest.raises(ValueError, match='reads projection layer 2'):
+    official.import_official(_source(folder, info, 'saved_model'),
+                             str(tmp_path / 'o'), ft_proj_selector=1)
+  assert not os.path.exists(tmp_path / 'o')
+
+
 def test_every_checkpoint_key_is_mapped_or_reported(cases):
   folder, info, _ = _case(cases, CASES[1])
   weights = official.read_official(os.path.join(folder, info['train_checkpoint']))
