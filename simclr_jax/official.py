@@ -622,6 +622,9 @@ def format_report(report: dict) -> str:
       (', '.join(f'{n} {r}' for r, n in sorted(report['unused'].items()))
        or 'nothing'),
   ]
+  if report['head'] == 'probe_head':
+    lines.append('  (a head on h is taken as the pretraining probe; for a '
+                 'fine-tuned classifier on h pass --ft_proj_selector=0)')
   for name, (diff, scale) in report['differences'].items():
     lines.append(f'  self-check {name}: max |JAX - TF| {diff:.3g} '
                  f'(scale {scale:.3g})')
