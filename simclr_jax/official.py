@@ -91,6 +91,8 @@ def checkpoint_prefix(source: str) -> str:
 
 
 def _object_graph(reader, prefix):
+  """The checkpoint's object graph, parsed with the proto schema of TF's
+  checkpoint format (tensorflow/core/protobuf/trackable_object_graph.proto)."""
   from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=g-import-not-at-top
   if not reader.has_tensor('_CHECKPOINTABLE_OBJECT_GRAPH'):
     raise ValueError(
@@ -159,6 +161,9 @@ def read_official(source: str) -> OfficialWeights:
       reason = _UNUSED_ROOTS.get(root)
       if reason is None and _UNUSED_NAME.search(key):
         reason = 'EMA / memory copy'
+      if reason is None and root in ('model', 'trainable_variables_list'):
+        raise ValueError(f'{prefix!r}: model variable {key!r} has no place '
+                         'in the layer structure; cannot map it.')
       if reason is None:
         reason = 'not part of the model'
       unused[reason].append(key)
