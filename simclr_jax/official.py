@@ -600,7 +600,7 @@ def import_official(source: str, output: str,
   mc = model_config(arch, selector)
   info = {'model': mc.to_dict(), 'image_size': 32 if arch['cifar_stem'] else 224,
           'num_classes': int(arch.get('num_classes', 0)),
-          'dataset': 'imagenet2012', 'source_mode':
+          'dataset': None, 'source_mode':
               {'sup_head': 'finetune', 'probe_head': 'pretrain'}.get(
                   head, 'pretrain'),
           'has_supervised_head': head == 'sup_head',

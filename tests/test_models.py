@@ -542,8 +542,8 @@ def test_matmul_conv_equals_lax_conv_with_gradients(kernel, strides,
 def test_conv_impls_share_parameters_and_outputs():
   """A whole SK ResNet with SE: the same variables serve both, same output."""
   # Batch 8: with 2, training-mode BN in the head divides by the spread of two
-  # nearby values and magnifies float rounding (measured 5e-4 on z for 6e-6
-  # on h), which says nothing about the convolutions.
+  # nearby values and magnifies float rounding, which says nothing about the
+  # convolutions.
   x = jax.random.uniform(jax.random.key(2), (8, 40, 40, 3))
   kwargs = dict(image_size=40, depth=18, width_multiplier=0.25,
                 sk_ratio=0.0625, se_ratio=0.25)
