@@ -519,6 +519,12 @@ def run_eval(exp: Experiment, workdir: str) -> dict:
     exp.init_weights = checkpoint.load_weights(workdir)
   params = exp.init_weights['params']
   key = _logits_key(params)
+  head = key.replace('_logits', '_head')
+  if head in params and (models.head_num_classes(params, head) !=
+                         exp.info.num_classes):
+    raise ValueError(
+        f'The checkpoint\'s {head} predicts {models.head_num_classes(params, head)}'
+        f' classes but dataset {config.dataset!r} has {exp.info.num_classes}.')
   source_config = exp.init_weights['config']
   if source_config is not None:
     mc = ml_collections.ConfigDict(source_config.model.to_dict())

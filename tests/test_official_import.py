@@ -133,6 +133,25 @@ def test_selector_contradicting_the_saved_model_is_an_error(extra_cases,
   assert not os.path.exists(tmp_path / 'o')
 
 
+def test_imported_config_takes_the_architecture_from_the_import(cases,
+                                                               tmp_path):
+  from simclr_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from simclr_jax.configs import imported  # pylint: disable=g-import-not-at-top
+  folder, info, _ = _case(cases, CASES[1])
+  out = str(tmp_path / 'export')
+  official.import_official(_source(folder, info, 'checkpoint'), out)
+  saved = checkpoint.load_weights(out)['config'].model
+  for mode in ('finetune', 'linear_eval', 'eval'):
+    config = imported.get_config(f'init={out},mode={mode},pct=1')
+    assert (config.mode, config.init_checkpoint) == (mode, out)
+    for field in imported.ARCHITECTURE:
+      assert config.model[field] == saved[field], field
+    config_validation.validate_or_raise(config)
+  assert config.train.knn_k == 0
+  with pytest.raises(FileNotFoundError, match='not an export'):
+    imported.get_config(f'init={tmp_path}')
+
+
 def test_every_checkpoint_key_is_mapped_or_reported(cases):
   folder, info, _ = _case(cases, CASES[1])
   weights = official.read_official(os.path.join(folder, info['train_checkpoint']))
@@ -269,3 +288,16 @@ def test_import_command_then_finetune_from_it(cases, data_dir, tmp_path):
   teacher, teacher_vars = train.load_teacher(distill, 10)
   assert teacher.ft_proj_selector == 1
   assert 'sup_head' in teacher_vars['params']
+
+
+def test_eval_of_an_import_for_other_classes_is_an_error(extra_cases, data_dir,
+                                                         tmp_path):
+  folder, info, _ = _case(extra_cases, 'r18_w0.0625_cifar_ft2')
+  out = str(tmp_path / 'imported')
+  official.import_official(_source(folder, info, 'checkpoint'), out,
+                           ft_proj_selector=2)
+  config = tiny_config(data_dir, 'eval')
+  config.init_checkpoint = out
+  with pytest.raises(ValueError, match='predicts 7 classes but dataset '
+                     "'digits' has 10"):
+    train.train_and_evaluate(config, str(tmp_path / 'eval'))
