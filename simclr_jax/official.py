@@ -26,6 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from simclr_jax import checkpoint, models
+from simclr_jax.configs import default
+from simclr_jax.models import resnet
+
 # Children of the object graph that are views on other objects (lists of
 # variables, Keras bookkeeping, traced functions), not the layer structure.
 _VIEW_EDGES = frozenset({
@@ -333,8 +337,10 @@ def _map_encoder(mapper) -> dict:
   kinds = [_kind(mapper, f'{stem}/{i}') for i in indices]
   convs = [i for i, k in zip(indices, kinds) if k == 'conv']
   bns = [i for i, k in zip(indices, kinds) if k == 'bn']
-  if len(convs) != len(bns) or len(convs) not in (1, 3) or len(kinds) != 2 * len(convs):
-    raise ValueError(f'Unknown official stem layout: {list(zip(indices, kinds))}.')
+  if (len(convs) != len(bns) or len(convs) not in (1, 3) or
+      len(kinds) != 2 * len(convs)):
+    raise ValueError('Unknown official stem layout: '
+                     f'{list(zip(indices, kinds))}.')
   stem_kernel = mapper.left[f'{stem}/{convs[-1]}/conv2d/kernel'].shape
   cifar_stem = len(convs) == 1 and stem_kernel[0] == 3
   names = ['conv'] if len(convs) == 1 else ['conv1', 'conv2', 'conv3']
@@ -373,13 +379,11 @@ def _map_encoder(mapper) -> dict:
 
 
 def _group_filters(group, width):
-  from simclr_jax.models import resnet  # pylint: disable=g-import-not-at-top
   return resnet.scaled(resnet.GROUP_FILTERS[group], width)
 
 
 def _sk_ratio(infos, width):
   """A ratio reproducing every SK mixing width (most are the minimum, 32)."""
-  from simclr_jax.models import resnet  # pylint: disable=g-import-not-at-top
   mids = [(i['sk_mid'], _group_filters(i['group'], width))
           for i in infos if 'sk_mid' in i]
   if not mids:   # Basic blocks: SK only switches ResNet-D on.
@@ -439,7 +443,6 @@ def convert(variables: dict) -> tuple[dict, dict, dict]:
 
 def model_config(arch: dict, ft_proj_selector: int = 0):
   """This project's config.model for an imported architecture."""
-  from simclr_jax.configs import default  # pylint: disable=g-import-not-at-top
   mc = default.get_config().model
   for field in ('depth', 'width_multiplier', 'sk_ratio', 'se_ratio',
                 'cifar_stem', 'proj_head_mode', 'num_proj_layers'):
@@ -452,7 +455,6 @@ def model_config(arch: dict, ft_proj_selector: int = 0):
 def build(arch: dict, head: Optional[str], ft_proj_selector: int = 0,
           conv_impl: str = 'xla'):
   """The SimCLR module of an imported architecture ('sup_head'/'probe_head')."""
-  from simclr_jax import models  # pylint: disable=g-import-not-at-top
   mc = model_config(arch, ft_proj_selector)
   mc.conv_impl = conv_impl
   return models.build_model(
@@ -484,7 +486,6 @@ def _check_shapes(module, params, stats, image_size):
 
 def block_outputs(module, variables, images):
   """Official-named outputs of our model: h/z/logits and the block outputs."""
-  from simclr_jax.models import resnet  # pylint: disable=g-import-not-at-top
   out = module.apply(variables, images, train=False)
   encoder = resnet.ResNet(
       depth=module.depth, width_multiplier=module.width_multiplier,
@@ -596,9 +597,9 @@ def import_official(source: str, output: str,
           'by more than 1e-4 of the output scale: ' + ', '.join(
               f'{k} {d:.3g} (scale {s:.3g})' for k, (d, s) in bad.items()))
 
-  from simclr_jax import checkpoint  # pylint: disable=g-import-not-at-top
   mc = model_config(arch, selector)
-  info = {'model': mc.to_dict(), 'image_size': 32 if arch['cifar_stem'] else 224,
+  info = {'model': mc.to_dict(),
+          'image_size': 32 if arch['cifar_stem'] else 224,
           'num_classes': int(arch.get('num_classes', 0)),
           'dataset': None, 'source_mode':
               {'sup_head': 'finetune', 'probe_head': 'pretrain'}.get(
@@ -649,5 +650,6 @@ def config_flags(report: dict) -> list:
   flags = [f'--config.model.{f}={arch[f]:g}' if isinstance(arch[f], float)
            else f'--config.model.{f}={arch[f]}' for f in fields]
   if report['head'] == 'sup_head':
-    flags.append(f'--config.model.ft_proj_selector={report["ft_proj_selector"]}')
+    selector = report['ft_proj_selector']
+    flags.append(f'--config.model.ft_proj_selector={selector}')
   return flags

@@ -154,7 +154,8 @@ def test_imported_config_takes_the_architecture_from_the_import(cases,
 
 def test_every_checkpoint_key_is_mapped_or_reported(cases):
   folder, info, _ = _case(cases, CASES[1])
-  weights = official.read_official(os.path.join(folder, info['train_checkpoint']))
+  weights = official.read_official(
+      os.path.join(folder, info['train_checkpoint']))
   keys = {k['key'] for k in info['train_checkpoint_keys']}
   keys.discard('_CHECKPOINTABLE_OBJECT_GRAPH')
   unused = {k for v in weights.unused.values() for k in v}
@@ -180,7 +181,8 @@ def test_unmappable_or_missing_variables_are_errors(cases):
     official.convert(extra)
   missing = dict(variables)
   del missing['_projection_head/linear_layers/1/bn_relu/bn/moving_mean']
-  with pytest.raises(ValueError, match='linear_layers/1/bn_relu/bn/moving_mean'):
+  with pytest.raises(ValueError,
+                     match='linear_layers/1/bn_relu/bn/moving_mean'):
     official.convert(missing)
   shortcut = 'resnet_model/block_groups/2/layers/0/projection_layers/'
   broken = {k: v for k, v in variables.items() if not k.startswith(shortcut)}
@@ -254,8 +256,8 @@ def test_import_command_then_finetune_from_it(cases, data_dir, tmp_path):
   assert imported['config'].model.ft_proj_selector == 1
   module, variables = export.load_pretrained(out)
   h = module.apply(variables, reference['inputs'], train=False)['h']
-  np.testing.assert_allclose(h, reference['final_avg_pool'],
-                             atol=RTOL * np.abs(reference['final_avg_pool']).max())
+  scale = np.abs(reference['final_avg_pool']).max()
+  np.testing.assert_allclose(h, reference['final_avg_pool'], atol=RTOL * scale)
 
   config = tiny_config(data_dir, 'finetune', steps=2, learning_rate=0.1,
                        lr_scaling='none', weight_decay=0.0)

@@ -26,8 +26,8 @@ def get_config(arg=None):
                      'import` output).')
   info_file = epath.Path(args.init) / 'model_config.json'
   if not info_file.exists():
-    raise FileNotFoundError(f'{args.init!r} is not an export (no '
-                            'model_config.json); run `simclr-jax import` first.')
+    raise FileNotFoundError(f'{args.init!r} is not an export (no model_'
+                            'config.json); run `simclr-jax import` first.')
   model = json.loads(info_file.read_text())['model']
   if args.mode == 'finetune':
     config = imagenet_finetune.get_config(f'pct={args.pct}')
