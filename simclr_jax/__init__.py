@@ -14,3 +14,11 @@ def load_pretrained(path):
   """(module, variables) of an export; see simclr_jax.export.load_pretrained."""
   from simclr_jax import export  # pylint: disable=g-import-not-at-top
   return export.load_pretrained(path)
+
+
+def import_official(source, output, ft_proj_selector=None):
+  """Imports an official TF2 SavedModel or checkpoint as an export; see
+  simclr_jax.official.import_official."""
+  from simclr_jax import official  # pylint: disable=g-import-not-at-top
+  return official.import_official(source, output,
+                                  ft_proj_selector=ft_proj_selector)

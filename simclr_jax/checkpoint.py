@@ -174,11 +174,15 @@ def _as_numpy_restore(manager, step):
 def load_weights(path: str) -> dict:
   """Weights only ({'params', 'batch_stats', 'config'}) from a run's workdir.
 
-  `path` is a workdir (newest readable step) or a workdir's step directory
-  `<workdir>/checkpoints/<step>`. The optimiser state and step are ignored,
-  but a step whose arrays do not match their saved fingerprint is skipped.
+  `path` is a workdir (newest readable step), a workdir's step directory
+  `<workdir>/checkpoints/<step>`, or an export (export_workdir, or official
+  weights imported by simclr_jax.official). The optimiser state and step are
+  ignored, but a step whose arrays do not match their saved fingerprint is
+  skipped.
   """
   p = epath.Path(path)
+  if (p / EXPORT_CONFIG_FILE).exists():
+    return _load_export_weights(path)
   step = None
   if p.name.isdigit() and p.parent.name == CHECKPOINT_DIR:
     step, p = int(p.name), p.parent.parent
@@ -203,6 +207,17 @@ def load_weights(path: str) -> dict:
       errors.append(f'step {s}: {type(e).__name__}: {str(e)[:300]}')
       logging.error('Cannot read checkpoint step %d of %s: %s', s, path, errors[-1])
   raise UserError(f'No readable checkpoint in {path!r}: ' + '; '.join(errors))
+
+
+def _load_export_weights(path: str) -> dict:
+  """load_weights of an export: its model config stands for the run config."""
+  info, weights = read_export(path)
+  config = ml_collections.ConfigDict({
+      'model': info['model'], 'mode': info.get('source_mode', 'pretrain'),
+      'image_size': info.get('image_size'), 'dataset': info.get('dataset')})
+  return {'params': weights['params'],
+          'batch_stats': weights.get('batch_stats', {}),
+          'config': config, 'step': int(info.get('step', 0))}
 
 
 def _config_files(workdir: str) -> list:

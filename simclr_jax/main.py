@@ -2,10 +2,12 @@
 
   simclr-jax [train] --config=CONFIG[:ARG] --workdir=DIR [--config.FIELD=VALUE ...]
   simclr-jax export --workdir=DIR --output=EXPORT_DIR
+  simclr-jax import --source=SAVED_MODEL_OR_CKPT --output=EXPORT_DIR
 
 CONFIG is a config file path, or the name of a config shipped with the package
 (`digits`, `cifar10`, `imagenet_simclr_r50`, ...; `configs/digits.py` works
 from any directory). Without --config the embedded default (`digits`) runs.
+`import` converts official SimCLR TF2 weights (docs/official_weights.md).
 `python -m simclr_jax.main` is the same command. Flags and hand-off only; the
 work is in `train.train_and_evaluate`.
 """
@@ -24,11 +26,16 @@ from simclr_jax import configs as packaged_configs
 from simclr_jax import console, paths
 from simclr_jax.errors import EXIT_USAGE, UserError
 
-COMMANDS = ('train', 'export')
+COMMANDS = ('train', 'export', 'import')
 FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and '
                                'TensorBoard summaries (local path or gs://).')
-_OUTPUT = flags.DEFINE_string('output', None, 'export: output directory.')
+_OUTPUT = flags.DEFINE_string('output', None, 'export, import: output directory.')
+_SOURCE = flags.DEFINE_string('source', None, 'import: an official SimCLR TF2 '
+                              'SavedModel directory or checkpoint prefix.')
+_FT_PROJ_SELECTOR = flags.DEFINE_integer(
+    'ft_proj_selector', None, 'import: the projection layer a fine-tuned '
+    "checkpoint's head reads (training checkpoints cannot tell).")
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of '
                                    'process 0 for multi-process runs.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a '
@@ -42,7 +49,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file or packaged config name, with an optional '
     ':arg, e.g. digits:runlocal or configs/digits.py:runlocal.',
     lock_config=True)
-_FLAGS_SHOWN_IN_HELP = ('config', 'workdir', 'output', 'coordinator_address',
+_FLAGS_SHOWN_IN_HELP = ('config', 'workdir', 'output', 'source',
+                        'ft_proj_selector', 'coordinator_address',
                         'num_processes', 'process_id', 'compilation_cache_dir')
 
 
@@ -192,12 +200,21 @@ def main(argv):
   if len(argv) > 2:
     raise UserError(f'Unexpected arguments: {" ".join(argv[2:])}.')
   command = argv[1] if len(argv) > 1 else 'train'
-  config = _CONFIG.value
-  if config.get('mode') == 'export':
-    command = 'export'
   if command not in COMMANDS:
     raise UserError(f'Unknown command {command!r}; use one of: '
                     f'{", ".join(COMMANDS)}.')
+  if command == 'import':
+    if not _SOURCE.value or not _OUTPUT.value:
+      raise UserError('import needs --source=PATH and --output=DIR.')
+    _start(command)
+    from simclr_jax import official  # pylint: disable=g-import-not-at-top
+    print(official.format_report(official.import_official(
+        paths.resolve(_SOURCE.value), paths.resolve(_OUTPUT.value),
+        ft_proj_selector=_FT_PROJ_SELECTOR.value)))
+    return
+  config = _CONFIG.value
+  if config.get('mode') == 'export':
+    command = 'export'
   workdir = paths.resolve_workdir(_WORKDIR.value)
   _start(command)
   if command == 'export':

@@ -477,7 +477,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.mode == 'eval':
     return run_eval(exp, workdir)
   if config.mode == 'export':
-    raise ValueError("mode='export' is run by `simclr-jax export` / "
+    raise UserError("mode='export' is run by `simclr-jax export` / "
                      'simclr_jax.export.export_workdir.')
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(
@@ -591,6 +591,12 @@ def run_eval(exp: Experiment, workdir: str) -> dict:
     exp.init_weights = checkpoint.load_weights(workdir)
   params = exp.init_weights['params']
   key = _logits_key(params)
+  head = key.replace('_logits', '_head')
+  if head in params and (models.head_num_classes(params, head) !=
+                         exp.info.num_classes):
+    raise UserError(
+        f'The checkpoint\'s {head} predicts {models.head_num_classes(params, head)}'
+        f' classes but dataset {config.dataset!r} has {exp.info.num_classes}.')
   source_config = exp.init_weights['config']
   if source_config is not None:
     mc = ml_collections.ConfigDict(source_config.model.to_dict())

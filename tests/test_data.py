@@ -198,6 +198,53 @@ def test_eval_centre_crop_matches_the_official_window():
   np.testing.assert_array_equal(window, [24, 86, 328, 328])
 
 
+def test_eval_view_is_the_official_crop_resize_and_clip():
+  """Official preprocess_for_eval at 224: centre crop 0.875, bicubic resize,
+  clip to [0, 1], no mean/std normalisation."""
+  pixels = np.random.default_rng(3).integers(0, 256, (375, 500, 3), np.uint8)
+  view = augment.preprocess_eval(tf.constant(pixels),
+                                 default.get_config().augment, 224)
+  crop = tf.image.crop_to_bounding_box(
+      tf.image.convert_image_dtype(pixels, tf.float32), 24, 86, 328, 328)
+  expected = tf.clip_by_value(
+      tf.image.resize(crop, [224, 224], method='bicubic'), 0.0, 1.0)
+  np.testing.assert_allclose(view, expected, atol=1e-6)
+
+
+def test_colour_strength_zero_turns_jitter_and_drop_off():
+  """Official: color_jitter_strength 0 skips the whole colour distortion."""
+  from simclr_jax.data import device_augment  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  cfg = default.get_config().augment
+  cfg.color_jitter_prob = cfg.color_drop_prob = 1.0
+  for strength, applied in ((0.0, False), (0.5, True)):
+    cfg.color_jitter_strength = strength
+    host = map_over_seeds(lambda s: augment.sample_decisions(s, cfg, 224), 50)
+    device = device_augment.sample_params(jax.random.key(0), 50, cfg, 224)
+    for decisions in (host, device):
+      assert np.all(np.asarray(decisions['jitter']) == applied)
+      assert np.all(np.asarray(decisions['drop']) == applied)
+
+
+def test_views_are_clipped_only_after_the_colour_ops():
+  """Official order: bicubic resize (overshooting [0, 1]), colour ops, clip."""
+  pixels = np.random.default_rng(4).integers(0, 256, (8, 8, 3), np.uint8)
+  resized = tf.image.resize(tf.image.convert_image_dtype(pixels, tf.float32),
+                            [24, 24], method='bicubic')
+  assert float(tf.reduce_min(resized)) < 0 < 1 < float(tf.reduce_max(resized))
+  view = augment.augment_pretrain(tf.constant(pixels), tf.constant([0, 1]),
+                                  _identity_crop_config(color_drop_prob=1.0),
+                                  24)
+  expected = tf.clip_by_value(augment.to_grayscale(resized), 0.0, 1.0)
+  np.testing.assert_allclose(view, expected, atol=1e-6)
+  clipped_first = augment.to_grayscale(tf.clip_by_value(resized, 0.0, 1.0))
+  assert np.abs(view - clipped_first).max() > 1e-3
+  finetune = augment.augment_finetune(tf.constant(pixels), tf.constant([0, 1]),
+                                      _identity_crop_config(), 24)
+  np.testing.assert_allclose(finetune, tf.clip_by_value(resized, 0.0, 1.0),
+                             atol=1e-6)
+
+
 # ---------------------------------------------------------------------------
 # Digits, determinism, resumption.
 

@@ -132,10 +132,10 @@ def _decode_and_crop(image, window_fn):
 
 
 def _resize(image, image_size):
-  """Bicubic resize unless already at size; clipped, as bicubic overshoots."""
+  """Bicubic resize unless already at size. Not clipped: bicubic overshoots
+  [0, 1], and the official code clips only after the colour ops."""
   def resize():
-    resized = tf.image.resize(image, [image_size, image_size], method='bicubic')
-    return tf.clip_by_value(resized, 0.0, 1.0)
+    return tf.image.resize(image, [image_size, image_size], method='bicubic')
   shape = tf.shape(image)
   at_size = tf.logical_and(shape[0] == image_size, shape[1] == image_size)
   resized = tf.cond(at_size, lambda: image, resize)
@@ -159,7 +159,9 @@ def sample_crop_window(seed, image_shape, cfg, image_size=224):
 
 
 def random_crop_and_resize(image, seed, cfg, image_size):
-  """Inception-style crop (area/aspect from cfg), then resize to image_size."""
+  """Inception-style crop (area/aspect from cfg), then resize to image_size
+  (values may leave [0, 1] slightly: callers clip where the official code
+  does)."""
   cropped = _decode_and_crop(
       image, lambda shape: sample_crop_window(seed, shape, cfg, image_size))
   return _resize(to_float_rgb(cropped), image_size)
@@ -188,13 +190,15 @@ def sample_decisions(seed, cfg, image_size):
     return uniform(name) < prob
 
   ranges = uniform_ranges(p)
+  # Official: strength 0 turns the whole colour distortion off, drop included.
+  colour = p.color_jitter_strength > 0
   return {
       'flip': coin('flip', p.flip_prob),
-      'jitter': coin('jitter', p.color_jitter_prob),
+      'jitter': tf.logical_and(colour, coin('jitter', p.color_jitter_prob)),
       # argsort of iid uniforms is a uniformly random permutation.
       'order': tf.argsort(uniform('order', shape=(4,))),
       **{name: uniform(name, *ranges[name]) for name in ranges},
-      'drop': coin('drop', p.color_drop_prob),
+      'drop': tf.logical_and(colour, coin('drop', p.color_drop_prob)),
       'blur': tf.logical_and(p.use_blur, coin('blur', p.blur_prob)),
       'sigma': uniform('sigma', p.blur_sigma_min, p.blur_sigma_max),
   }
@@ -273,6 +277,8 @@ def augment_pretrain(image, seed, cfg, image_size, colors=True):
   if colors:
     image = distort_colors(image, decisions, image_size)
   else:
+    # The uint8 hand-off clips before the colour ops (the one place where
+    # on-device augmentation differs from the official order).
     # Rounded (convert_image_dtype truncates): within half a level of the
     # float view.
     image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 1.0) * 255.0),
@@ -281,11 +287,13 @@ def augment_pretrain(image, seed, cfg, image_size, colors=True):
 
 
 def distort_colors(image, decisions, image_size):
-  """The colour part of a view: jitter, colour drop, blur, as decided."""
+  """The colour part of a view: jitter, colour drop, clip, blur, as decided
+  (the official order: the resized crop is clipped only here)."""
   image = tf.cond(decisions['jitter'], lambda: color_jitter(image, decisions),
                   lambda: image)
   image = tf.cond(decisions['drop'], lambda: to_grayscale(image),
                   lambda: image)
+  image = tf.clip_by_value(image, 0.0, 1.0)
   kernel_size = blur_kernel_size(image_size)
   return tf.cond(
       decisions['blur'],
@@ -300,7 +308,8 @@ def augment_finetune(image, seed, cfg, image_size):
   image = random_crop_and_resize(image, crop_seed, cfg, image_size)
   flip = tf.random.stateless_uniform((), flip_seed) < resolve(
       cfg, image_size).flip_prob
-  return tf.ensure_shape(_flip(image, flip), [image_size, image_size, 3])
+  image = tf.clip_by_value(_flip(image, flip), 0.0, 1.0)
+  return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
 def center_crop_window(image_shape, proportion):
@@ -318,8 +327,8 @@ def preprocess_eval(image, cfg, image_size):
   if image_size <= 32:
     if image.dtype == tf.string:
       image = _decode(image)
-    return _resize(to_float_rgb(image), image_size)
+    return tf.clip_by_value(_resize(to_float_rgb(image), image_size), 0.0, 1.0)
   proportion = resolve(cfg, image_size).eval_crop_proportion
   cropped = _decode_and_crop(
       image, lambda shape: center_crop_window(shape, proportion))
-  return _resize(to_float_rgb(cropped), image_size)
+  return tf.clip_by_value(_resize(to_float_rgb(cropped), image_size), 0.0, 1.0)

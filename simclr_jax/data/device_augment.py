@@ -36,10 +36,11 @@ def sample_params(rng, num: int, cfg, image_size: int) -> dict:
 
   params = {name: uniform(name, *bounds)
             for name, bounds in augment.uniform_ranges(p).items()}
+  colour = p.color_jitter_strength > 0   # 0 turns jitter and drop off.
   params.update(
-      jitter=uniform('jitter') < p.color_jitter_prob,
+      jitter=(uniform('jitter') < p.color_jitter_prob) & colour,
       order=jnp.argsort(uniform('order', shape=(4,)), axis=-1),
-      drop=uniform('drop') < p.color_drop_prob,
+      drop=(uniform('drop') < p.color_drop_prob) & colour,
       blur=(uniform('blur') < p.blur_prob) & p.use_blur,
       sigma=uniform('sigma', p.blur_sigma_min, p.blur_sigma_max))
   return params

@@ -125,6 +125,8 @@ class Shortcut(nn.Module):
   """Projection shortcut; ResNet-D averages before a stride-1 1x1 conv.
 
   ResNet-D avoids the plain strided 1x1 conv, which drops 3/4 of the pixels.
+  As in the official code, ResNet-D pools at stride 1 too (2x2 SAME average,
+  padding not counted), so the first block of block_group1 smooths as well.
   """
   features: int
   strides: int
@@ -136,10 +138,14 @@ class Shortcut(nn.Module):
   def __call__(self, x):
     if self.resnet_d:
       if self.strides > 1:
-        # Pad the end like a 2x2 "fixed padding" so the output size is
-        # ceil(n / 2), matching the strided 3x3 conv of the residual branch.
+        # Official: 2x2 "fixed padding" (zeros at the end, counted in the
+        # mean), then a VALID pool; the output size is ceil(n / 2), that of
+        # the strided 3x3 conv of the residual branch.
         x = nn.avg_pool(x, (2, 2), (self.strides, self.strides),
                         padding=((0, 1), (0, 1)))
+      else:
+        x = nn.avg_pool(x, (2, 2), (1, 1), padding='SAME',
+                        count_include_pad=False)
       x = self.conv(self.features, 1, 1, name='conv')(x)
     else:
       x = self.conv(self.features, 1, self.strides, name='conv')(x)
@@ -182,8 +188,9 @@ class BottleneckBlock(nn.Module):
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 convs (ResNet-18/34); SK, when on, replaces the first one
-  (the one that strides), as it replaces the bottleneck's 3x3 conv."""
+  """Two 3x3 convs (ResNet-18/34), as the official ResidualBlock: selective
+  kernels never replace a conv here; `sk_ratio` > 0 only makes the projection
+  shortcut ResNet-D."""
   filters: int
   strides: int
   use_projection: bool
@@ -199,12 +206,8 @@ class BasicBlock(nn.Module):
       shortcut = Shortcut(self.filters, self.strides, self.sk_ratio > 0,
                           self.conv, self.norm, name='shortcut')(x)
 
-    if self.sk_ratio > 0:
-      y = SelectiveKernel(self.filters, self.strides, self.sk_ratio,
-                          self.conv, self.norm, name='sk')(x)
-    else:
-      y = self.conv(self.filters, 3, self.strides, name='conv1')(x)
-      y = nn.relu(self.norm(name='bn1')(y))
+    y = self.conv(self.filters, 3, self.strides, name='conv1')(x)
+    y = nn.relu(self.norm(name='bn1')(y))
     y = self.conv(self.filters, 3, name='conv2')(y)
     y = self.norm(scale_init=nn.initializers.zeros, name='bn2')(y)
     if self.se_ratio > 0:
@@ -244,12 +247,9 @@ class Stem(nn.Module):
 
 
 class BlockGroup(nn.Module):
-  """Blocks of one resolution; only the first strides and may project.
-
-  A projection shortcut is used only when the shape changes. (The official
-  code projects in every group's first block; that differs only for
-  ResNet-18/34 block_group1, whose shortcut there is an identity here.)
-  """
+  """Blocks of one resolution; the first strides and has a projection
+  shortcut (always, as in the official code: also ResNet-18/34's first block,
+  whose shape does not change), the others are identity shortcuts."""
   block_cls: ModuleDef
   filters: int
   num_blocks: int
@@ -261,13 +261,10 @@ class BlockGroup(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    expansion = 4 if self.block_cls is BottleneckBlock else 1
     for i in range(self.num_blocks):
       strides = self.strides if i == 0 else 1
-      use_projection = (strides != 1 or
-                        x.shape[-1] != expansion * self.filters)
       x = self.block_cls(
-          self.filters, strides, use_projection, self.sk_ratio, self.se_ratio,
+          self.filters, strides, i == 0, self.sk_ratio, self.se_ratio,
           self.conv, self.norm, name=f'block{i + 1}')(x)
     return x
 
