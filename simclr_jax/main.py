@@ -14,6 +14,8 @@ FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and '
                                'TensorBoard summaries (local path or gs://).')
 _OUTPUT = flags.DEFINE_string('output', None, 'export: output directory.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'export: replace an '
+                               'existing export at --output.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of '
                                    'process 0 for multi-process runs.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a '
@@ -56,7 +58,9 @@ def main(argv):
     if not _OUTPUT.value:
       raise app.UsageError('export needs --output.')
     from simclr_jax import export  # pylint: disable=g-import-not-at-top
-    export.export_workdir(_WORKDIR.value, _OUTPUT.value)
+    export.export_workdir(_WORKDIR.value, _OUTPUT.value,
+                          overwrite=_OVERWRITE.value)
+    print(export.summary(_OUTPUT.value))
     return
   from simclr_jax import train  # pylint: disable=g-import-not-at-top
   logging.info('Config:\n%s', config)
