@@ -116,10 +116,14 @@ def summary(path: str) -> str:
   head_text = (f', {"+".join(heads)} head ({info["num_classes"]} classes'
                + (f': {", ".join(classes[:3])}{", ..." if len(classes) > 3 else ""}'
                   if classes else '') + ')') if heads else ', no classifier'
-  return (f'Exported step {info.get("step", "?")} of the {info["source_mode"]} '
-          f'run {info.get("source_workdir", "")!r}: '
+  source = ' '.join(filter(None, (
+      f'step {info["step"]}' if 'step' in info else '',
+      f'of the {info["source_mode"]} run' if 'source_mode' in info else '',
+      repr(info['source_workdir']) if info.get('source_workdir') else '')))
+  return (f'Exported {source or "weights"}: '
           f'{_architecture(info["model"])}, h {h_dim}-d, '
-          f'{info["image_size"]}x{info["image_size"]} {info["dataset"]} images'
+          f'{info["image_size"]}x{info["image_size"]} '
+          f'{info.get("dataset", "")} images'
           f'{head_text} -> {os.fspath(path)}')
 
 
