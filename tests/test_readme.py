@@ -11,6 +11,7 @@ Anything else (a renamed config, a wrong flag, a broken chain of workdirs, an
 API change under the Python snippet) fails here.
 """
 
+import importlib
 import os
 import re
 import shlex
@@ -118,3 +119,40 @@ def test_walkthrough_runs_as_written(tmp_path, data_dir, capsys):
         assert f'-> {output}' in proc.stdout, proc.stdout
       elif stage != 'eval':
         assert os.listdir(os.path.join(workdir, 'checkpoints')), stage
+
+
+def _table_first_column(text, heading):
+  """The backquoted first cells of the table after `heading`."""
+  section = text.split(heading, 1)[1]
+  rows = re.findall(r'^\| `([^`]+)`', section.split('\n\n|', 1)[1].split(
+      '\n\n', 1)[0], re.M)
+  return rows
+
+
+def test_configs_table_lists_every_config_and_each_validates():
+  from simclr_jax import config_validation  # pylint: disable=g-import-not-at-top
+  text = open(README).read()
+  listed = _table_first_column(text, '## Configs')
+  folder = os.path.join(REPO, 'simclr_jax', 'configs')
+  files = sorted(f'configs/{f}' for f in os.listdir(folder)
+                 if f.endswith('.py') and f != '__init__.py')
+  assert sorted(listed) == files
+  for path in files:
+    name = os.path.basename(path)[:-3]
+    config = importlib.import_module(f'simclr_jax.configs.{name}').get_config()
+    if config.mode in ('finetune', 'linear_eval', 'eval'):
+      config.init_checkpoint = '/a/workdir'
+    if config.mode == 'distill':
+      config.distill.teacher_checkpoint = '/a/workdir'
+    assert config_validation.find_problems(config) == [], path
+
+
+def test_mode_table_lists_every_mode_with_a_digits_recipe():
+  from simclr_jax import modes  # pylint: disable=g-import-not-at-top
+  text = open(README).read()
+  assert sorted(_table_first_column(text, 'selects the job')) == sorted(
+      modes.MODES)
+  recipes = re.findall(r'\| `(digits[a-z_]*)\.py` \|\n', text)
+  covered = {importlib.import_module(f'simclr_jax.configs.{r}').get_config(
+      'runlocal').mode for r in recipes}
+  assert covered == set(modes.MODES) - {'export'}
