@@ -32,13 +32,14 @@ def _is_export(path: epath.Path) -> bool:
       path / checkpoint.EXPORT_WEIGHTS_DIR).exists()
 
 
-def _prepare_output(output: str, overwrite: bool) -> None:
-  """Refuses to write over anything unless it is an export and `overwrite`:
-  a silently replaced export is a lost result, and a non-export directory
-  may hold anything, so it is never deleted."""
+def _check_output(output: str, overwrite: bool) -> bool:
+  """Whether `output` holds an export to replace; raises unless it is new, an
+  empty directory, or an export with `overwrite`. A silently replaced export
+  is a lost result, and a non-export directory may hold anything, so it is
+  never written into."""
   out = epath.Path(output)
   if not out.exists():
-    return
+    return False
   if not out.is_dir():
     raise FileExistsError(f'export: --output={output!r} is a file, not a '
                           'directory.')
@@ -46,16 +47,27 @@ def _prepare_output(output: str, overwrite: bool) -> None:
     if not overwrite:
       raise FileExistsError(f'export: --output={output!r} already holds an '
                             'export; pass --overwrite to replace it.')
-    for name in (checkpoint.EXPORT_CONFIG_FILE, checkpoint.EXPORT_WEIGHTS_DIR):
-      target = out / name
-      if target.is_dir():
-        target.rmtree()
-      elif target.exists():
-        target.unlink()
+    others = [p.name for p in out.iterdir() if p.name not in (
+        checkpoint.EXPORT_CONFIG_FILE, checkpoint.EXPORT_WEIGHTS_DIR)]
+    if not others:
+      return True
+    raise FileExistsError(f'export: --output={output!r} holds an export and '
+                          f'other files ({", ".join(sorted(others)[:3])}); '
+                          'choose a new directory.')
   if any(out.iterdir()):
     raise FileExistsError(f'export: --output={output!r} is a non-empty '
                           'directory that is not an export; choose a new '
                           'directory.')
+  return False
+
+
+def _remove_export(output: str) -> None:
+  for name in (checkpoint.EXPORT_CONFIG_FILE, checkpoint.EXPORT_WEIGHTS_DIR):
+    target = epath.Path(output) / name
+    if target.is_dir():
+      target.rmtree()
+    elif target.exists():
+      target.unlink()
 
 
 def export_workdir(workdir: str, output: str, *, overwrite: bool = False) -> str:
@@ -64,7 +76,7 @@ def export_workdir(workdir: str, output: str, *, overwrite: bool = False) -> str
   Raises FileExistsError if `output` already holds an export (unless
   `overwrite`) or other files. Returns `output`; `summary(output)` describes it.
   """
-  _prepare_output(output, overwrite)
+  replace = _check_output(output, overwrite)
   from simclr_jax import data  # pylint: disable=g-import-not-at-top
   loaded = checkpoint.load_weights(workdir)
   config = loaded['config']
@@ -82,6 +94,8 @@ def export_workdir(workdir: str, output: str, *, overwrite: bool = False) -> str
   names = data.class_names(config) if num_classes else []
   # Names are only trustworthy when they match the heads' outputs.
   info['class_names'] = names if len(names) == num_classes else []
+  if replace:  # Only now: a failure above leaves the old export intact.
+    _remove_export(output)
   checkpoint.export(output, params=params, batch_stats=loaded['batch_stats'],
                     model_info=info)
   return output

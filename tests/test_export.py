@@ -69,6 +69,10 @@ def test_export_refuses_to_overwrite(exported, tmp_path):
   info_path = os.path.join(copy, checkpoint.EXPORT_CONFIG_FILE)
   with open(info_path, 'w') as f:
     json.dump({'stale': True}, f)
+  # A source that cannot be read leaves the export to be replaced intact.
+  with pytest.raises(FileNotFoundError, match='No checkpoints'):
+    export.export_workdir(str(tmp_path / 'no_run'), copy, overwrite=True)
+  assert json.load(open(info_path)) == {'stale': True}
   export.export_workdir(workdir, copy, overwrite=True)
   assert export.read_info(copy)['step'] == 2
 
