@@ -11,7 +11,14 @@ def default_config_path() -> str:
 
 
 def load_pretrained(path):
-  """(module, variables) of an export; see simclr_jax.export.load_pretrained."""
+  """(module, variables) of an export (`simclr-jax export`).
+
+  `module.apply(variables, images, train=False)`: images [N, H, W, 3], float
+  in [0, 1] (anything else is one ValueError saying what to change) -> dict
+  'h' [N, module.h_dim], 'proj' (list, proj[0] = h), 'z' = proj[-1], and
+  'sup_logits' / 'probe_logits' over `module.class_names`. Details:
+  simclr_jax.export.load_pretrained.
+  """
   from simclr_jax import export  # pylint: disable=g-import-not-at-top
   return export.load_pretrained(path)
 

@@ -8,7 +8,8 @@ Layout of a workdir:
                          fingerprint of every array in the step's metadata
   checkpoints_unreadable/<step>/  steps found corrupt at a restart, set aside
 An export directory:
-  model_config.json      architecture (config.model, image_size, num_classes)
+  model_config.json      architecture (config.model, image_size, num_classes),
+                         class_names (label order; [] if unknown), source step
   weights/               orbax PyTree of {'params', 'batch_stats'}
 """
 

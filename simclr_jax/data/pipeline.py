@@ -473,6 +473,33 @@ def _open_train(config):
   return train
 
 
+def class_names(config) -> list:
+  """Names of config.dataset's classes in label-id order; [] when unknown.
+
+  tfds: the 'label' feature's names (digits: '0'..'9'); folders: the class
+  sub-folders of the train split. Nothing is prepared or downloaded, so an
+  export records the names whenever the dataset's description is at hand.
+  """
+  kind, name = (('tfds', digits.TFDS_NAME) if config.dataset == 'digits'
+                else _parse_dataset(config))
+  try:
+    if kind == 'folder':
+      names = _FolderSplit(name, config.train_split, 'train_split',
+                           config.train_split).class_names
+    elif name == digits.TFDS_NAME:
+      names = digits.SimclrDigits(data_dir=config.data_dir or None).info.features[
+          'label'].names
+    else:
+      features = tfds.builder(name, data_dir=config.data_dir or None,
+                              try_gcs=False).info.features
+      names = features['label'].names if 'label' in features else []
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('No class names for %r: %s', config.dataset,
+                    (str(e).splitlines() or [type(e).__name__])[0])
+    return []
+  return [str(n) for n in names]
+
+
 def get_dataset_info(config):
   """Sizes and shapes of config's dataset; ValueError on any bad setting."""
   _check_common(config)

@@ -10,8 +10,11 @@
    regression on raw pixels).
 3. Distillation of the 10% fine-tuned network on all train images (labels
    unused) into a same-size student and a narrower one.
-Writes docs/results.md and a plot (or under --docs_dir). `--quick` runs every
-stage in a minute or two (two fractions, one seed, few steps).
+Writes results.md, results.json and a plot into the workdir, or into
+--output_dir (`--output_dir=docs` refreshes the repository's docs/results.md;
+never by default, so a trial run cannot overwrite the published table).
+`--quick` runs every stage in a minute or two (two fractions, one seed, few
+steps).
 """
 
 import json
@@ -29,7 +32,8 @@ from simclr_jax import checkpoint, data, knn, train
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where runs and checkpoints go.')
 flags.DEFINE_string('data_dir', '', 'tfds data_dir ("" = default).')
-flags.DEFINE_string('docs_dir', 'docs', 'Where results.md and the plot go.')
+flags.DEFINE_string('output_dir', '', 'Where results.md and the plot go '
+                    '("" = the workdir; docs to refresh docs/results.md).')
 flags.DEFINE_bool('quick', False, 'Every stage, tiny budgets (for tests).')
 flags.DEFINE_integer('pretrain_steps', 0, 'Override the pretraining steps.')
 flags.DEFINE_integer('finetune_steps', 300, 'Steps per fine-tuning run.')
@@ -255,14 +259,15 @@ def main(argv):
     raise app.UsageError('--workdir is required.')
   results = run(FLAGS.workdir, FLAGS.data_dir, FLAGS.quick,
                 FLAGS.pretrain_steps, FLAGS.finetune_steps, FLAGS.distill_steps)
-  os.makedirs(FLAGS.docs_dir, exist_ok=True)
+  output_dir = FLAGS.output_dir or FLAGS.workdir
+  os.makedirs(output_dir, exist_ok=True)
   command = 'python -m simclr_jax.experiments.digits_table ' + ' '.join(
-      a for a in sys.argv[1:] if not a.startswith('--docs_dir'))
+      a for a in sys.argv[1:] if not a.startswith('--output_dir'))
   plot_name = 'results_digits.png'
-  plot(results, os.path.join(FLAGS.docs_dir, plot_name))
-  write_markdown(results, os.path.join(FLAGS.docs_dir, 'results.md'),
+  plot(results, os.path.join(output_dir, plot_name))
+  write_markdown(results, os.path.join(output_dir, 'results.md'),
                  plot_name, command)
-  logging.info('Wrote %s', os.path.join(FLAGS.docs_dir, 'results.md'))
+  logging.info('Wrote %s', os.path.join(output_dir, 'results.md'))
 
 
 if __name__ == '__main__':
