@@ -149,7 +149,7 @@ def test_imported_config_takes_the_architecture_from_the_import(cases,
       assert config.model[field] == saved[field], field
     config_validation.validate_or_raise(config)
   assert config.train.knn_k == 0
-  with pytest.raises(UserError, match='not an export'):
+  with pytest.raises(FileNotFoundError, match='not an export'):
     imported.get_config(f'init={tmp_path}')
 
 
