@@ -22,7 +22,7 @@ import warnings
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from simclr_jax import configs as packaged_configs
+from simclr_jax import configs
 from simclr_jax import console, paths
 from simclr_jax.errors import EXIT_USAGE, UserError
 
@@ -56,45 +56,15 @@ _FLAGS_SHOWN_IN_HELP = ('config', 'workdir', 'output', 'overwrite', 'source',
                         'num_processes', 'process_id', 'compilation_cache_dir')
 
 
-def packaged_config_names() -> list[str]:
-  directory = os.path.dirname(packaged_configs.__file__)
-  return sorted(f[:-3] for f in os.listdir(directory)
-                if f.endswith('.py') and not f.startswith('_'))
-
-
-def resolve_config_spec(spec: str) -> str:
-  """'path-or-name[:arg]' -> 'absolute/path.py[:arg]'.
-
-  A path that exists is used as given; otherwise a bare name or a
-  `configs/<name>.py` path is looked up among the packaged configs, so README
-  commands work from any directory.
-  """
-  path, sep, arg = spec.partition(':')
-  expanded = os.path.expanduser(path)
-  if os.path.isfile(expanded):
-    return os.path.abspath(expanded) + sep + arg
-  directory = os.path.dirname(packaged_configs.__file__)
-  name = os.path.basename(path)
-  name = name[:-3] if name.endswith('.py') else name
-  parent = os.path.basename(os.path.dirname(os.path.normpath(path)))
-  if parent in ('', 'configs') and name in packaged_config_names():
-    return os.path.join(directory, name + '.py') + sep + arg
-  close = difflib.get_close_matches(name, packaged_config_names(), n=1)
-  raise UserError(
-      f'Config file not found: {os.path.abspath(expanded)} (--config={spec}).',
-      hint=(f'did you mean --config={close[0]}? ' if close else '') +
-      'Packaged configs: ' + ', '.join(packaged_config_names()) + '.')
-
-
 def _with_resolved_config(argv: list[str]) -> list[str]:
   """argv with --config made absolute, or the packaged default added."""
   out, found = list(argv[:1]), False
   args = iter(argv[1:])
   for a in args:
     if a.startswith('--config='):
-      a, found = '--config=' + resolve_config_spec(a[len('--config='):]), True
+      a, found = '--config=' + configs.find(a[len('--config='):]), True
     elif a == '--config':
-      a, found = '--config=' + resolve_config_spec(next(args, '')), True
+      a, found = '--config=' + configs.find(next(args, '')), True
     out.append(a)
   if not found:
     from simclr_jax import default_config_path  # pylint: disable=g-import-not-at-top
@@ -241,7 +211,7 @@ def _print_help() -> None:
         'tracebacks for mistakes')
   print('  --config.FIELD=VALUE: override a config field, e.g. '
         '--config.train.batch_size=512\n\nConfigs: ' +
-        ', '.join(packaged_config_names()))
+        ', '.join(configs.names()))
 
 
 def run(argv=None):

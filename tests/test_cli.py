@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from simclr_jax import main
+from simclr_jax import configs
 from simclr_jax.errors import EXIT_USAGE, UserError
 
 # (extra arguments, text the error line must contain)
@@ -70,14 +70,14 @@ def test_help_lists_flags_and_configs():
 
 
 def test_config_lookup(tmp_path, monkeypatch):
-  packaged = os.path.dirname(main.packaged_configs.__file__)
+  packaged = configs.DIRECTORY
   monkeypatch.chdir(tmp_path)
-  assert main.resolve_config_spec('digits') == os.path.join(packaged, 'digits.py')
-  assert main.resolve_config_spec('configs/digits.py:runlocal') == (
+  assert configs.find('digits') == os.path.join(packaged, 'digits.py')
+  assert configs.find('configs/digits.py:runlocal') == (
       os.path.join(packaged, 'digits.py') + ':runlocal')
   own = tmp_path / 'configs' / 'digits.py'   # A user's own file wins.
   own.parent.mkdir()
   own.write_text('')
-  assert main.resolve_config_spec('configs/digits.py') == str(own)
+  assert configs.find('configs/digits.py') == str(own)
   with pytest.raises(UserError, match='Config file not found'):
-    main.resolve_config_spec('elsewhere/digits.py')
+    configs.find('elsewhere/digits.py')
