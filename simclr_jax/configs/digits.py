@@ -1,8 +1,7 @@
 """The embedded default: SimCLR pretraining on scikit-learn's digits (offline).
 
 A small CIFAR-stem ResNet-18 (width 0.25) on 8x8 digits upsampled to 16x16:
-590 steps, about 16 minutes on 2 CPU cores, online linear probe ~95% top-1
-(measured; docs/results.md has the label-efficiency table).
+590 steps (time and accuracy measured in README.md and docs/results.md).
 Args: `runlocal` (a few steps, for smoke tests).
 """
 
