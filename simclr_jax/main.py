@@ -9,6 +9,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from simclr_jax import preemption
+
 _DEFAULT_CONFIG = 'configs/digits.py'
 FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and '
@@ -60,12 +62,19 @@ def main(argv):
     return
   from simclr_jax import train  # pylint: disable=g-import-not-at-top
   logging.info('Config:\n%s', config)
-  train.train_and_evaluate(config, _WORKDIR.value)
+  result = train.train_and_evaluate(config, _WORKDIR.value)
+  # Interrupted runs exit with their own code (simclr_jax/preemption.py).
+  return preemption.EXIT_PREEMPTED if result.get('preempted') else 0
 
 
 def run():
   """Console-script entry point (`simclr-jax`)."""
-  app.run(main, argv=_resolve_default_config(sys.argv))
+  # Signals first, so that one during flag parsing or start-up is not fatal.
+  preemption.install()
+  try:
+    app.run(main, argv=_resolve_default_config(sys.argv))
+  except KeyboardInterrupt:  # A second Ctrl-C (logged by its handler).
+    sys.exit(preemption.EXIT_ABORTED)
 
 
 if __name__ == '__main__':

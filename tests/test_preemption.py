@@ -1,0 +1,255 @@
+"""Interruptions (issue 17): SIGTERM and Ctrl-C at start-up, mid-step,
+mid-eval, mid-save and after the last step never lose the last good
+checkpoint, save the newest reachable step, say why they stopped, and exit
+with preemption.EXIT_PREEMPTED; the resumed run ends bit-identical to an
+uninterrupted one.
+
+In-process runs send the signal to themselves at exact points (wrapped
+functions), so each case is hit every time; one command-line run checks
+the exit code and the start-up window for real.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from simclr_jax import checkpoint, preemption, train
+from tiny import tiny_config
+
+pytestmark = pytest.mark.filterwarnings(
+    'ignore::pytest.PytestUnraisableExceptionWarning')
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 6
+
+
+def _config(data_dir):
+  # Eval at step 3, periodic checkpoint at step 4 (async), the rest on demand.
+  return tiny_config(data_dir, steps=STEPS, log_every_steps=1,
+                     eval_every_steps=3, checkpoint_every_steps=4)
+
+
+def _kill(sig):
+  os.kill(os.getpid(), sig)   # Handled at the next bytecode, in this thread.
+
+
+def _steps_on_disk(workdir):
+  path = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(path):
+    return []
+  return sorted(int(s) for s in os.listdir(path) if s.isdigit())
+
+
+def _weights(path):
+  loaded = checkpoint.load_weights(path)
+  return jax.tree.map(np.asarray, (loaded['params'], loaded['batch_stats']))
+
+
+def _assert_identical(tree_a, tree_b):
+  assert jax.tree.structure(tree_a) == jax.tree.structure(tree_b)
+  for x, y in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)):
+    assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
+
+
+def _at_startup(monkeypatch, sig):
+  """While the train state is built (before restore and compile)."""
+  real = train.create_train_state
+
+  def create_train_state(exp):
+    _kill(sig)
+    return real(exp)
+  monkeypatch.setattr(train, 'create_train_state', create_train_state)
+
+
+def _in_step(monkeypatch, sig, at_step):
+  """Right after step `at_step` is dispatched, while the device computes it."""
+  real = train.make_train_step
+
+  def make_train_step(exp):
+    step_fn = real(exp)
+
+    def wrapped(state, batch, teacher):
+      step = int(jax.device_get(state.step)) + 1   # Read before it is donated.
+      out = step_fn(state, batch, teacher)
+      if step == at_step:
+        _kill(sig)
+      return out
+    wrapped.compiles = 1
+    return wrapped
+  monkeypatch.setattr(train, 'make_train_step', make_train_step)
+  monkeypatch.setattr(train, '_compile_count', lambda step: 1)
+
+
+def _in_eval(monkeypatch, sig):
+  """After the first batch of the first evaluation."""
+  real = train.data.make_eval_iterator
+  sent = []
+
+  def make_eval_iterator(*args, **kwargs):
+    for i, batch in enumerate(real(*args, **kwargs)):
+      yield batch
+      if i == 0 and not sent:
+        sent.append(1)
+        _kill(sig)
+  monkeypatch.setattr(train.data, 'make_eval_iterator', make_eval_iterator)
+
+
+def _in_save(monkeypatch, sig):
+  """Just after the first periodic save started writing (async)."""
+  real = train.checkpoint.save
+
+  def save(manager, step, state, force=False):
+    out = real(manager, step, state, force=force)
+    if not force:
+      _kill(sig)
+    return out
+  monkeypatch.setattr(train.checkpoint, 'save', save)
+
+
+def _run(config, workdir, caplog):
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    result = train.train_and_evaluate(config, workdir)
+  return result, caplog.text
+
+
+def test_signals_at_every_phase_save_and_resume_bit_identical(
+    data_dir, tmp_path, monkeypatch, caplog):
+  config = _config(data_dir)
+  reference = str(tmp_path / 'reference')
+  ref = train.train_and_evaluate(config, reference)
+  assert ref['step'] == STEPS and not ref['preempted']
+
+  workdir = str(tmp_path / 'run')
+  code = preemption.EXIT_PREEMPTED
+
+  # 1. SIGTERM at start-up, nothing saved yet: stop before any step.
+  with monkeypatch.context() as m:
+    _at_startup(m, signal.SIGTERM)
+    result, log = _run(config, workdir, caplog)
+  assert result['preempted'] and result['step'] == 0
+  assert 'SIGTERM received' in log and 'Stopped during start-up' in log
+  assert f'no checkpoint was written yet. Exiting with code {code}' in log
+  assert _steps_on_disk(workdir) == []
+
+  # 2. Ctrl-C while step 2 computes: step 2 saved.
+  with monkeypatch.context() as m:
+    _in_step(m, signal.SIGINT, 2)
+    result, log = _run(config, workdir, caplog)
+  assert result['preempted'] and result['step'] == 2
+  assert 'Ctrl-C (SIGINT) received' in log
+  assert f'saved a checkpoint at step 2 in {workdir}/checkpoints; exiting ' \
+         f'with code {code}' in log
+  assert _steps_on_disk(workdir) == [2]
+
+  # 3. SIGTERM in the middle of the evaluation at step 3: step 3 saved.
+  with monkeypatch.context() as m:
+    _in_eval(m, signal.SIGTERM)
+    result, log = _run(config, workdir, caplog)
+  assert result['preempted'] and result['step'] == 3
+  assert 'saved a checkpoint at step 3' in log
+  assert _steps_on_disk(workdir) == [2, 3]
+
+  # 4. SIGTERM while the periodic step-4 checkpoint is written (async):
+  #    it completes, and the next step boundary, 5, is saved too.
+  with monkeypatch.context() as m:
+    _in_save(m, signal.SIGTERM)
+    result, log = _run(config, workdir, caplog)
+  assert result['preempted'] and result['step'] == 5
+  assert 'saved a checkpoint at step 5' in log
+  assert _steps_on_disk(workdir) == [3, 4, 5]   # keeps 3
+  _assert_identical(_weights(os.path.join(workdir, 'checkpoints', '4')),
+                    _weights(os.path.join(reference, 'checkpoints', '4')))
+
+  # 5. Ctrl-C at start-up of a resumed run: the step-5 checkpoint is kept.
+  with monkeypatch.context() as m:
+    _at_startup(m, signal.SIGINT)
+    result, log = _run(config, workdir, caplog)
+  assert result['preempted'] and result['step'] == 5
+  assert f'the checkpoint at step 5 in {workdir}/checkpoints is kept' in log
+  assert _steps_on_disk(workdir) == [3, 4, 5]   # keeps 3
+
+  # 6. SIGTERM during the last step: it is saved as usual, the final
+  #    evaluation is left to the rerun.
+  with monkeypatch.context() as m:
+    _in_step(m, signal.SIGTERM, STEPS)
+    result, log = _run(config, workdir, caplog)
+  assert result['preempted'] and result['step'] == STEPS
+  assert 'final evaluation skipped' in log and 'eval/top1' not in result
+  assert STEPS in _steps_on_disk(workdir)
+
+  # 7. The rerun only evaluates; everything equals the uninterrupted run.
+  result, log = _run(config, workdir, caplog)
+  assert not result['preempted'] and result['step'] == STEPS
+  assert result['eval/top1'] == ref['eval/top1']
+  _assert_identical(_weights(workdir), _weights(reference))
+
+
+def test_handlers_are_restored_after_a_library_run(data_dir, tmp_path,
+                                                   monkeypatch):
+  """A notebook's own SIGINT/SIGTERM handling comes back after the run."""
+  before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+  with monkeypatch.context() as m:
+    _at_startup(m, signal.SIGTERM)
+    result = train.train_and_evaluate(_config(data_dir), str(tmp_path / 'w'))
+  assert result['preempted']
+  assert (signal.getsignal(signal.SIGINT),
+          signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_second_ctrl_c_aborts_at_once():
+  p = preemption.Preemption()
+  assert p.install()
+  try:
+    _kill(signal.SIGINT)
+    assert p.requested == 'Ctrl-C (SIGINT)' and p.should_stop(1)
+    with pytest.raises(KeyboardInterrupt):
+      _kill(signal.SIGINT)
+  finally:
+    p.uninstall()
+
+
+def test_command_line_ctrl_c_at_startup_exits_preempted(data_dir, tmp_path):
+  """The command line: Ctrl-C as soon as it logs its config (while JAX
+  starts, the model is built and compiled) ends with the preempted code,
+  a line saying so, and at most the first reachable step saved."""
+  workdir = tmp_path / 'cli'
+  log_path = tmp_path / 'cli.log'
+  cmd = [sys.executable, '-m', 'simclr_jax.main',
+         f'--config={REPO}/configs/digits.py:runlocal', f'--workdir={workdir}',
+         f'--config.data_dir={data_dir}',
+         '--config.model.width_multiplier=0.125',
+         '--config.train.batch_size=16', '--config.train.steps=50',
+         '--config.train.checkpoint_every_steps=1000']
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_PLATFORMS='cpu')
+  with open(log_path, 'w') as log:
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+  try:
+    import time  # pylint: disable=g-import-not-at-top
+    deadline = time.time() + 300
+    while 'Config:' not in log_path.read_text():
+      assert proc.poll() is None and time.time() < deadline, (
+          log_path.read_text()[-3000:])
+      time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  text = log_path.read_text()
+  assert proc.returncode == preemption.EXIT_PREEMPTED, text[-3000:]
+  assert 'Ctrl-C (SIGINT) received' in text
+  assert 'Traceback' not in text
+  steps = _steps_on_disk(str(workdir))
+  if steps:   # The request came after the pre-loop check: step 1 saved.
+    assert steps == [1] and 'saved a checkpoint at step 1' in text
+  else:
+    assert 'Stopped during start-up' in text
