@@ -11,12 +11,16 @@ Exit codes of `python -m simclr_jax.main` (and `simclr-jax`):
   other  an error (a traceback or a one-line message says which).
 
 One process: Python handlers set a flag; the loop checks it after every step,
-saves and stops. Several processes: they must stop at the same step or the
-survivors hang in a collective, so the agreement is JAX's preemption service
-(started by `jax.distributed.initialize`, which owns SIGTERM from then on):
-`multihost_utils.reached_preemption_sync_point` is called once per step on
-every process. Ctrl-C on any process is turned into a SIGTERM to itself so
-that the service hears of it too.
+saves and stops. Several processes must stop at the same step, or the ones
+still stepping hang in a collective: every step each process contributes its
+flag to a one-number all-reduce (max) over the mesh, dispatched without
+waiting, and all stop at the step whose result, read `LAG` steps later, says
+any process was asked to. JAX's own preemption service
+(`multihost_utils.reached_preemption_sync_point`) was measured to miss a
+SIGTERM that arrives before its first call whenever a run resumes from a
+step > 0 (it then agrees on step 1, which never comes), and orbax calls it
+from a background thread with older steps; so it is switched off here and
+SIGTERM stays with these handlers.
 """
 
 import contextlib
@@ -26,10 +30,12 @@ import signal
 import threading
 from typing import Optional
 
+import numpy as np
 from absl import logging
 
 EXIT_PREEMPTED = 75
 EXIT_ABORTED = 130
+LAG = 2   # Steps between an agreement's dispatch and its (blocking) read.
 _NAMES = {signal.SIGTERM: 'SIGTERM', signal.SIGINT: 'Ctrl-C (SIGINT)'}
 
 
@@ -41,8 +47,8 @@ class Preemption:
     self.multiprocess = False
     self._previous = {}
     self._interrupts = 0
-    self._calls = 0           # Sync-point counter: same sequence everywhere.
-    self._forwarded = False
+    self._pending = []        # Dispatched agreements, oldest first.
+    self._agree = None
 
   # -- Handlers ---------------------------------------------------------------
 
@@ -53,17 +59,14 @@ class Preemption:
         threading.current_thread() is not threading.main_thread()):
       return False
     # Only our handlers record requests, so none can predate them.
-    self.requested, self._interrupts, self._forwarded = None, 0, False
+    self.requested, self._interrupts = None, 0
     for sig in (signal.SIGTERM, signal.SIGINT):
       self._previous[sig] = signal.signal(sig, self._handle)
     return True
 
   def uninstall(self) -> None:
-    """Restores the handlers found by `install` (not SIGTERM's once JAX's
-    preemption service owns it: restoring ours would silence the service)."""
+    """Restores the handlers found by `install`."""
     for sig, previous in self._previous.items():
-      if sig == signal.SIGTERM and self.multiprocess:
-        continue
       signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
     self._previous = {}
 
@@ -85,14 +88,6 @@ class Preemption:
           ' Ctrl-C again aborts at once.' if signum == signal.SIGINT else '')
     else:
       logging.warning('%s received again; already stopping.', name)
-    self._forward()
-
-  def _forward(self):
-    """With several processes, tells JAX's preemption service (listening for
-    SIGTERM) about a request it did not see, once."""
-    if self.multiprocess and self.requested and not self._forwarded:
-      self._forwarded = True
-      os.kill(os.getpid(), signal.SIGTERM)
 
   # -- The training loop's questions ----------------------------------------
 
@@ -101,35 +96,58 @@ class Preemption:
     """Around a training loop: from here the process count is known."""
     import jax  # pylint: disable=g-import-not-at-top
     self.multiprocess = jax.process_count() > 1
-    self._calls = 0
-    self._forward()   # A request that came before jax.distributed started.
+    self._pending = []
+    if self.multiprocess and self._previous:
+      # Take SIGTERM back in case jax.distributed started its preemption
+      # notifier (a library caller), which replaces Python's handler.
+      signal.signal(signal.SIGTERM, self._handle)
     yield self
 
-  def should_stop(self, step: int) -> bool:
-    """Whether to save `step` and stop. Called exactly once per step (and
-    once before the first one) on every process, so the counters match."""
-    if not self.multiprocess:
-      return self.requested is not None
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    call, self._calls = self._calls, self._calls + 1
-    # The service's counter must start at 0 in each process: a notice that
-    # arrives before the first call is agreed on at call 1 (measured), and
-    # would never be with counters that start at a resumed step.
-    try:
-      stop = bool(multihost_utils.reached_preemption_sync_point(call))
-    except RuntimeError:  # The service is not running (disabled in jax).
-      return False
+  def _dispatch_agreement(self):
+    """max over processes of "was this one asked to stop?", not waited for."""
+    import jax  # pylint: disable=g-import-not-at-top
+    from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+    from simclr_jax import parallel  # pylint: disable=g-import-not-at-top
+    if self._agree is None:
+      mesh = parallel.make_mesh()
+      self._agree = (NamedSharding(mesh, P(parallel.DATA_AXIS)), jax.jit(
+          lambda x: x.max(), out_shardings=NamedSharding(mesh, P())))
+    sharding, agree = self._agree
+    local = np.full((jax.local_device_count(),), self.requested is not None,
+                    np.int32)
+    return agree(jax.make_array_from_process_local_data(sharding, local))
+
+  @staticmethod
+  def _read(agreement) -> bool:
+    return bool(np.asarray(agreement.addressable_data(0)))
+
+  def _agreed(self, step, stop) -> bool:
     if stop:
       import jax  # pylint: disable=g-import-not-at-top
-      self.requested = self.requested or 'a preemption notice'
-      logging.warning('Preemption notice (SIGTERM or Ctrl-C on at least one '
-                      'process): all %d processes stop after step %d.',
+      logging.warning('Stop requested (%s on this process): all %d processes '
+                      'stop after step %d.', self.requested or 'not',
                       jax.process_count(), step)
+      self.requested = self.requested or 'another process'
     return stop
+
+  def should_stop(self, step: int) -> bool:
+    """Whether to save `step` and stop. With several processes, called once
+    per step on every process, so that they all read the same agreement."""
+    if not self.multiprocess:
+      return self.requested is not None
+    self._pending.append(self._dispatch_agreement())
+    if len(self._pending) <= LAG:
+      return False
+    return self._agreed(step, self._read(self._pending.pop(0)))
 
   def stop_before_start(self, start_step: int, directory) -> bool:
     """A request during start-up: stop before any step (nothing new to save)."""
-    if not self.should_stop(start_step):
+    if self.multiprocess:
+      stopping = self._agreed(start_step,
+                              self._read(self._dispatch_agreement()))
+    else:
+      stopping = self.requested is not None
+    if not stopping:
       return False
     kept = (f'the checkpoint at step {start_step} in {directory} is kept'
             if start_step else 'no checkpoint was written yet')
@@ -165,7 +183,10 @@ def current() -> Preemption:
 
 def install() -> bool:
   """Installs the handlers now (the command line does so first thing, so
-  that a signal while flags are parsed or JAX starts is not lost)."""
+  that a signal while flags are parsed or JAX starts is not lost), and keeps
+  jax.distributed from handing SIGTERM to its preemption service."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_enable_preemption_service', False)
   return _CURRENT.install()
 
 

@@ -253,3 +253,96 @@ def test_command_line_ctrl_c_at_startup_exits_preempted(data_dir, tmp_path):
     assert steps == [1] and 'saved a checkpoint at step 1' in text
   else:
     assert 'Stopped during start-up' in text
+
+
+# ---------------------------------------------------------------------------
+# Several processes (real ones, gloo collectives on localhost).
+
+
+def _free_port():
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+MP_STEPS = 24
+
+
+def _start_processes(workdir, data_dir, tag):
+  """The same command on 2 processes of 2 CPU devices each."""
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  procs, logs = [], []
+  for i in range(2):
+    logs.append(f'{workdir}.{tag}.{i}.log')
+    with open(logs[-1], 'w') as log:
+      procs.append(subprocess.Popen(
+          [sys.executable, '-m', 'simclr_jax.main',
+           f'--config={REPO}/configs/digits.py:runlocal',
+           f'--workdir={workdir}', f'--config.data_dir={data_dir}',
+           '--config.model.width_multiplier=0.125',
+           '--config.train.batch_size=16', '--config.train.eval_batch_size=16',
+           f'--config.train.steps={MP_STEPS}', '--config.train.log_every_steps=1',
+           '--config.train.checkpoint_every_steps=1000',
+           f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+           f'--process_id={i}'],
+          cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+  return procs, logs
+
+
+def _wait_all(procs, logs, timeout=400):
+  try:
+    for p in procs:
+      p.wait(timeout=timeout)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  return [p.returncode for p in procs], [open(l).read() for l in logs]
+
+
+def test_sigterm_to_one_of_two_processes_stops_all_at_one_step(data_dir,
+                                                               tmp_path):
+  """SIGTERM to process 1 only: both agree on a step, save it, exit with the
+  preempted code; the same command then resumes and ends bit-identical to
+  an uninterrupted 2-process run."""
+  from simclr_jax import data  # pylint: disable=g-import-not-at-top
+  data.get_dataset_info(tiny_config(data_dir))  # Prepared before the race.
+  import re  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+
+  workdir = str(tmp_path / 'run')
+  procs, logs = _start_processes(workdir, data_dir, 'interrupted')
+  deadline = time.time() + 400
+  try:
+    while not re.search(r'\[2\] train/', open(logs[0]).read()):
+      assert all(p.poll() is None for p in procs) and time.time() < deadline, (
+          open(logs[0]).read()[-3000:])
+      time.sleep(0.02)
+    procs[1].send_signal(signal.SIGTERM)
+    t0 = time.time()
+  finally:
+    codes, outs = _wait_all(procs, logs)
+  print(f'SIGTERM to exit of both processes: {time.time() - t0:.1f} s')
+  assert codes == [preemption.EXIT_PREEMPTED] * 2, [o[-3000:] for o in outs]
+  assert 'SIGTERM received' in outs[1] and 'SIGTERM received' not in outs[0]
+  stops = [re.findall(r'all 2 processes stop after step (\d+)', o) for o in outs]
+  assert stops[0] == stops[1] and len(stops[0]) == 1, stops
+  step = int(stops[0][0])
+  assert 2 <= step < MP_STEPS
+  for out in outs:
+    assert f'saved a checkpoint at step {step} in {workdir}/checkpoints' in out
+  assert _steps_on_disk(workdir) == [step]
+
+  procs, logs = _start_processes(workdir, data_dir, 'resumed')
+  codes, outs = _wait_all(procs, logs)
+  assert codes == [0, 0], [o[-3000:] for o in outs]
+  assert f'Resumed from {workdir}/checkpoints at step {step}.' in outs[0]
+
+  reference = str(tmp_path / 'reference')
+  procs, logs = _start_processes(reference, data_dir, 'reference')
+  codes, outs = _wait_all(procs, logs)
+  assert codes == [0, 0], [o[-3000:] for o in outs]
+  _assert_identical(_weights(workdir), _weights(reference))
