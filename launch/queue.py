@@ -53,8 +53,16 @@ def run_queue(queue, env=None) -> int:
     del frame
     if child and child[0].poll() is None:
       child[0].send_signal(signum)
-  signal.signal(signal.SIGTERM, forward)
-  signal.signal(signal.SIGINT, forward)
+  previous = {s: signal.signal(s, forward)
+              for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    return _run_all(queue, env, child)
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+def _run_all(queue, env, child) -> int:
   failed = []
   for i, (cmd, log) in enumerate(queue):
     os.makedirs(os.path.dirname(log), exist_ok=True)
