@@ -254,3 +254,22 @@ def test_hyper_helpers():
   assert len(h.product([h.sweep('a', [1, 2]), h.sweep('b', [3, 4, 5])])) == 6
   with pytest.raises(ValueError):
     h.zipit([h.sweep('a', [1]), h.sweep('b', [3, 4])])
+
+
+def test_readme_shows_exactly_what_is_printed(monkeypatch):
+  """The README's v4 and v5e command lines are the launcher's own output."""
+  monkeypatch.chdir(REPO)
+  readme = open(os.path.join(REPO, 'README.md')).read()
+  where = ['--name=simclr', '--project=my-project',
+           '--config=configs/imagenet_simclr_r50.py',
+           '--workdir=gs://my-bucket/simclr/r50', '--dry_run']
+  v4 = tpu_pod.parse(['create', 'setup', 'run', 'logs', 'delete', *where,
+                      '--zone=us-central2-b', '--accelerator_type=v4-32'])
+  v5e = tpu_pod.parse(['create', 'delete', *where, '--zone=us-west4-a',
+                       '--accelerator_type=v5litepod-16', '--spot'])
+  queued = tpu_pod.parse(['create', *where, '--zone=us-west4-a',
+                          '--accelerator_type=v5litepod-16', '--spot',
+                          '--queued'])
+  for args in (v4, v5e, queued):
+    for line in common.execute(tpu_pod.commands(args), dry_run=True):
+      assert line in readme, line

@@ -1,4 +1,4 @@
-"""Interruptions (issue 17): SIGTERM and Ctrl-C at start-up, mid-step,
+"""Interruptions: SIGTERM and Ctrl-C at start-up, mid-step,
 mid-eval, mid-save and after the last step never lose the last good
 checkpoint, save the newest reachable step, say why they stopped, and exit
 with preemption.EXIT_PREEMPTED; the resumed run ends bit-identical to an
@@ -129,16 +129,7 @@ def test_signals_at_every_phase_save_and_resume_bit_identical(
   workdir = str(tmp_path / 'run')
   code = preemption.EXIT_PREEMPTED
 
-  # 1. SIGTERM at start-up, nothing saved yet: stop before any step.
-  with monkeypatch.context() as m:
-    _at_startup(m, signal.SIGTERM)
-    result, log = _run(config, workdir, caplog)
-  assert result['preempted'] and result['step'] == 0
-  assert 'SIGTERM received' in log and 'Stopped during start-up' in log
-  assert f'no checkpoint was written yet. Exiting with code {code}' in log
-  assert _steps_on_disk(workdir) == []
-
-  # 2. Ctrl-C while step 2 computes: step 2 saved.
+  # 1. Ctrl-C while step 2 computes: step 2 saved.
   with monkeypatch.context() as m:
     _in_step(m, signal.SIGINT, 2)
     result, log = _run(config, workdir, caplog)
@@ -148,7 +139,7 @@ def test_signals_at_every_phase_save_and_resume_bit_identical(
          f'with code {code}' in log
   assert _steps_on_disk(workdir) == [2]
 
-  # 3. SIGTERM in the middle of the evaluation at step 3: step 3 saved.
+  # 2. SIGTERM in the middle of the evaluation at step 3: step 3 saved.
   with monkeypatch.context() as m:
     _in_eval(m, signal.SIGTERM)
     result, log = _run(config, workdir, caplog)
@@ -156,7 +147,7 @@ def test_signals_at_every_phase_save_and_resume_bit_identical(
   assert 'saved a checkpoint at step 3' in log
   assert _steps_on_disk(workdir) == [2, 3]
 
-  # 4. SIGTERM while the periodic step-4 checkpoint is written (async):
+  # 3. SIGTERM while the periodic step-4 checkpoint is written (async):
   #    it completes, and the next step boundary, 5, is saved too.
   with monkeypatch.context() as m:
     _in_save(m, signal.SIGTERM)
@@ -167,7 +158,7 @@ def test_signals_at_every_phase_save_and_resume_bit_identical(
   _assert_identical(_weights(os.path.join(workdir, 'checkpoints', '4')),
                     _weights(os.path.join(reference, 'checkpoints', '4')))
 
-  # 5. Ctrl-C at start-up of a resumed run: the step-5 checkpoint is kept.
+  # 4. Ctrl-C at start-up of a resumed run: the step-5 checkpoint is kept.
   with monkeypatch.context() as m:
     _at_startup(m, signal.SIGINT)
     result, log = _run(config, workdir, caplog)
@@ -175,7 +166,7 @@ def test_signals_at_every_phase_save_and_resume_bit_identical(
   assert f'the checkpoint at step 5 in {workdir}/checkpoints is kept' in log
   assert _steps_on_disk(workdir) == [3, 4, 5]   # keeps 3
 
-  # 6. SIGTERM during the last step: it is saved as usual, the final
+  # 5. SIGTERM during the last step: it is saved as usual, the final
   #    evaluation is left to the rerun.
   with monkeypatch.context() as m:
     _in_step(m, signal.SIGTERM, STEPS)
@@ -184,21 +175,28 @@ def test_signals_at_every_phase_save_and_resume_bit_identical(
   assert 'final evaluation skipped' in log and 'eval/top1' not in result
   assert STEPS in _steps_on_disk(workdir)
 
-  # 7. The rerun only evaluates; everything equals the uninterrupted run.
+  # 6. The rerun only evaluates; everything equals the uninterrupted run.
   result, log = _run(config, workdir, caplog)
   assert not result['preempted'] and result['step'] == STEPS
   assert result['eval/top1'] == ref['eval/top1']
   _assert_identical(_weights(workdir), _weights(reference))
 
 
-def test_handlers_are_restored_after_a_library_run(data_dir, tmp_path,
-                                                   monkeypatch):
-  """A notebook's own SIGINT/SIGTERM handling comes back after the run."""
+def test_startup_signal_and_handlers_restored_after_a_library_run(
+    data_dir, tmp_path, monkeypatch, caplog):
+  """SIGTERM before the first step of a fresh run: nothing to save, stop at
+  once. A notebook's own SIGINT/SIGTERM handling comes back afterwards."""
   before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+  workdir = str(tmp_path / 'w')
+  # SIGTERM at start-up, nothing saved yet: stop before any step.
   with monkeypatch.context() as m:
     _at_startup(m, signal.SIGTERM)
-    result = train.train_and_evaluate(_config(data_dir), str(tmp_path / 'w'))
-  assert result['preempted']
+    result, log = _run(_config(data_dir), workdir, caplog)
+  assert result['preempted'] and result['step'] == 0
+  assert 'SIGTERM received' in log and 'Stopped during start-up' in log
+  assert ('no checkpoint was written yet. Exiting with code '
+          f'{preemption.EXIT_PREEMPTED}') in log
+  assert _steps_on_disk(workdir) == []
   assert (signal.getsignal(signal.SIGINT),
           signal.getsignal(signal.SIGTERM)) == before
 
