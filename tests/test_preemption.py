@@ -311,6 +311,9 @@ def test_sigterm_to_one_of_two_processes_stops_all_at_one_step(data_dir,
   import re  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
 
+  # The uninterrupted reference runs meanwhile (its own port and workdir).
+  reference = str(tmp_path / 'reference')
+  reference_run = _start_processes(reference, data_dir, 'reference')
   workdir = str(tmp_path / 'run')
   procs, logs = _start_processes(workdir, data_dir, 'interrupted')
   deadline = time.time() + 400
@@ -323,6 +326,8 @@ def test_sigterm_to_one_of_two_processes_stops_all_at_one_step(data_dir,
     t0 = time.time()
   finally:
     codes, outs = _wait_all(procs, logs)
+    if codes != [preemption.EXIT_PREEMPTED] * 2:
+      _wait_all(*reference_run)
   print(f'SIGTERM to exit of both processes: {time.time() - t0:.1f} s')
   assert codes == [preemption.EXIT_PREEMPTED] * 2, [o[-3000:] for o in outs]
   assert 'SIGTERM received' in outs[1] and 'SIGTERM received' not in outs[0]
@@ -339,8 +344,6 @@ def test_sigterm_to_one_of_two_processes_stops_all_at_one_step(data_dir,
   assert codes == [0, 0], [o[-3000:] for o in outs]
   assert f'Resumed from {workdir}/checkpoints at step {step}.' in outs[0]
 
-  reference = str(tmp_path / 'reference')
-  procs, logs = _start_processes(reference, data_dir, 'reference')
-  codes, outs = _wait_all(procs, logs)
+  codes, outs = _wait_all(*reference_run)
   assert codes == [0, 0], [o[-3000:] for o in outs]
   _assert_identical(_weights(workdir), _weights(reference))
