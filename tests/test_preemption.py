@@ -11,9 +11,12 @@ the exit code and the start-up window for real.
 
 import logging
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -214,9 +217,9 @@ def test_second_ctrl_c_aborts_at_once():
 
 
 def test_command_line_ctrl_c_at_startup_exits_preempted(data_dir, tmp_path):
-  """The command line: Ctrl-C as soon as it logs its config (while JAX
-  starts, the model is built and compiled) ends with the preempted code,
-  a line saying so, and at most the first reachable step saved."""
+  """The command line: Ctrl-C as soon as the run writes its config.json
+  (while the state is built, restored and the step compiled) ends with the
+  preempted code, a line saying so, and at most the first step saved."""
   workdir = tmp_path / 'cli'
   log_path = tmp_path / 'cli.log'
   cmd = [sys.executable, '-m', 'simclr_jax.main',
@@ -231,9 +234,8 @@ def test_command_line_ctrl_c_at_startup_exits_preempted(data_dir, tmp_path):
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
   try:
-    import time  # pylint: disable=g-import-not-at-top
     deadline = time.time() + 300
-    while 'Config:' not in log_path.read_text():
+    while not (workdir / 'config.json').exists():
       assert proc.poll() is None and time.time() < deadline, (
           log_path.read_text()[-3000:])
       time.sleep(0.01)
@@ -258,7 +260,6 @@ def test_command_line_ctrl_c_at_startup_exits_preempted(data_dir, tmp_path):
 
 
 def _free_port():
-  import socket  # pylint: disable=g-import-not-at-top
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
@@ -308,8 +309,6 @@ def test_sigterm_to_one_of_two_processes_stops_all_at_one_step(data_dir,
   an uninterrupted 2-process run."""
   from simclr_jax import data  # pylint: disable=g-import-not-at-top
   data.get_dataset_info(tiny_config(data_dir))  # Prepared before the race.
-  import re  # pylint: disable=g-import-not-at-top
-  import time  # pylint: disable=g-import-not-at-top
 
   # The uninterrupted reference runs meanwhile (its own port and workdir).
   reference = str(tmp_path / 'reference')
