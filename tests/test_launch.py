@@ -5,6 +5,7 @@ runs them one after another and stops on a preempted one."""
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 
@@ -230,6 +231,35 @@ def test_local_sweep_queue_logs_each_setting_and_stops_when_preempted(
   assert open(logs[2]).read() == 'setting 75\nsimclr_jax exit code 75\n'
   assert not os.path.exists(logs[3])   # Not started: the pod is going away.
   assert queue.run_queue([(exit_with(0), logs[0]), (exit_with(2), logs[1])]) == 1
+
+
+def test_queue_passes_sigterm_to_the_running_setting(tmp_path):
+  """SIGTERM to the queue (as on a VM shutting down) reaches the setting,
+  which saves and exits 75; the queue stops with 75."""
+  import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  ready = tmp_path / 'ready'
+  setting = [sys.executable, '-c', (
+      'import signal, sys, time\n'
+      'signal.signal(signal.SIGTERM, lambda *a: sys.exit(75))\n'
+      f'open({str(ready)!r}, "w").close()\n'
+      'time.sleep(120)\n')]
+
+  def signal_when_ready():
+    deadline = time.time() + 120
+    while not ready.exists() and time.time() < deadline:
+      time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)   # Forwarded by the queue's handler.
+  before = signal.getsignal(signal.SIGTERM)
+  sender = threading.Thread(target=signal_when_ready)
+  sender.start()
+  log = str(tmp_path / 'a.log')
+  rc = queue.run_queue([(setting, log), (setting, str(tmp_path / 'b.log'))])
+  sender.join()
+  assert rc == preemption.EXIT_PREEMPTED
+  assert open(log).read().endswith('simclr_jax exit code 75\n')
+  assert not os.path.exists(tmp_path / 'b.log')
+  assert signal.getsignal(signal.SIGTERM) == before   # Restored.
 
 
 @pytest.mark.parametrize('key,value,error,match', [
