@@ -49,6 +49,7 @@ class Preemption:
     self._interrupts = 0
     self._pending = []        # Dispatched agreements, oldest first.
     self._agree = None
+    self._immediate = False   # No steps to finish: stop where we are.
 
   # -- Handlers ---------------------------------------------------------------
 
@@ -79,6 +80,8 @@ class Preemption:
         logging.warning('Second Ctrl-C: aborting now (exit code %d); '
                         'checkpoints already written are kept.', EXIT_ABORTED)
         raise KeyboardInterrupt
+    if self._immediate:
+      self._stop_now(name)
     if self.requested is None:
       self.requested = name
       logging.warning(
@@ -88,6 +91,24 @@ class Preemption:
           ' Ctrl-C again aborts at once.' if signum == signal.SIGINT else '')
     else:
       logging.warning('%s received again; already stopping.', name)
+
+  @staticmethod
+  def _stop_now(name):
+    logging.warning('%s received during an evaluation-only run: nothing to '
+                    'save; exiting with code %d.', name, EXIT_PREEMPTED)
+    raise SystemExit(EXIT_PREEMPTED)
+
+  @contextlib.contextmanager
+  def immediate(self):
+    """Around work with nothing to save (mode=eval): a signal stops it at
+    once (SystemExit 75) instead of waiting for a step boundary."""
+    if self.requested is not None:
+      self._stop_now(self.requested)
+    self._immediate = True
+    try:
+      yield
+    finally:
+      self._immediate = False
 
   # -- The training loop's questions ----------------------------------------
 

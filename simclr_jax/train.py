@@ -359,7 +359,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   final evaluation (and a few run facts) as a dict."""
   exp = build_experiment(config, workdir)
   if config.mode == 'eval':
-    return run_eval(exp, workdir)
+    with preemption.current().immediate():
+      return run_eval(exp, workdir)
   if config.mode == 'export':
     raise ValueError("mode='export' is run by `simclr-jax export` / "
                      'simclr_jax.export.export_workdir.')

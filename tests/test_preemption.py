@@ -184,6 +184,20 @@ def test_signals_at_every_phase_save_and_resume_bit_identical(
   assert result['eval/top1'] == ref['eval/top1']
   _assert_identical(_weights(workdir), _weights(reference))
 
+  # mode=eval has no steps to finish: a signal mid-evaluation stops it at
+  # once with the preempted code, and nothing in the workdir changes.
+  eval_config = _config(data_dir)
+  eval_config.mode = 'eval'
+  before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  with monkeypatch.context() as m:
+    _in_eval(m, signal.SIGTERM)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), pytest.raises(SystemExit) as stop:
+      train.train_and_evaluate(eval_config, workdir)
+  assert stop.value.code == preemption.EXIT_PREEMPTED
+  assert 'SIGTERM received during an evaluation-only run' in caplog.text
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
+
 
 def test_startup_signal_and_handlers_restored_after_a_library_run(
     data_dir, tmp_path, monkeypatch, caplog):
