@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from simclr_jax import configs
-from simclr_jax import console, paths
+from simclr_jax import console, paths, preemption
 from simclr_jax.errors import EXIT_USAGE, UserError
 
 COMMANDS = ('train', 'export', 'import')
@@ -198,7 +198,9 @@ def main(argv):
     print(export.summary(output))
     return
   from simclr_jax import train  # pylint: disable=g-import-not-at-top
-  train.train_and_evaluate(config, workdir)
+  result = train.train_and_evaluate(config, workdir)
+  # Interrupted runs exit with their own code (simclr_jax/preemption.py).
+  return preemption.EXIT_PREEMPTED if result.get('preempted') else 0
 
 
 def _print_help() -> None:
@@ -220,6 +222,8 @@ def run(argv=None):
   if any(a in ('-h', '--help', '--helpshort', '--helpfull') for a in argv[1:]):
     _print_help()
     return
+  # Signals first, so that one during flag parsing or start-up is not fatal.
+  preemption.install()
   # TF runs only the input pipeline: its C++ start-up notices are noise here.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
   try:
@@ -230,13 +234,16 @@ def run(argv=None):
   def main_reporting_mistakes(args):
     _quiet_console()
     try:
-      main(args)
+      return main(args)
     except UserError as e:
       if FLAGS.verbosity > 0:
         raise
       _exit_with_error(e)
 
-  app.run(main_reporting_mistakes, argv=argv, flags_parser=_parse_flags)
+  try:
+    app.run(main_reporting_mistakes, argv=argv, flags_parser=_parse_flags)
+  except KeyboardInterrupt:  # A second Ctrl-C (logged by its handler).
+    sys.exit(preemption.EXIT_ABORTED)
 
 
 if __name__ == '__main__':

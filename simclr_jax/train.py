@@ -9,8 +9,6 @@ checkpoints and evaluation, shared by every mode.
 import contextlib
 import copy
 import dataclasses
-import signal
-import threading
 import time
 from typing import Any, Optional
 
@@ -24,7 +22,7 @@ from clu import metric_writers, periodic_actions
 from flax import struct
 
 from simclr_jax import checkpoint, data, knn, losses, models, objectives, optim
-from simclr_jax import modes, parallel, paths
+from simclr_jax import modes, parallel, paths, preemption
 from simclr_jax import config_validation
 from simclr_jax.data import device_augment
 from simclr_jax.parallel import DATA_AXIS
@@ -360,46 +358,6 @@ def _logits_key(params):
   return 'sup_logits' if 'sup_head' in params else 'probe_logits'
 
 
-class _Preemption:
-  """Turns SIGTERM into a stop after the current step.
-
-  One process: a Python handler sets a flag the loop checks after each step.
-  Several: JAX's preemption service (started by jax.distributed) owns
-  SIGTERM and agrees on one step for all processes; a local handler would
-  replace its handler and let processes stop at different steps and hang.
-  """
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-    self._multiprocess = jax.process_count() > 1
-
-  def __enter__(self):
-    if (not self._multiprocess and
-        threading.current_thread() is threading.main_thread()):
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: stopping after the current step.')
-    self.requested = True
-
-  def should_stop(self, step: int) -> bool:
-    if self._multiprocess:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      try:
-        self.requested = bool(
-            multihost_utils.reached_preemption_sync_point(step))
-      except RuntimeError:  # The preemption service is not running.
-        pass
-    return self.requested
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 @contextlib.contextmanager
 def _waiting_for(manager):
   """Waits for async saves on the way out, errors included: the save in
@@ -468,6 +426,7 @@ def _check_nonfinite(state, config, seen: int) -> int:
   return skipped
 
 
+@preemption.handles_signals
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs config.mode in `workdir`, resuming from its checkpoints. Returns the
   final evaluation (and a few run facts) as a dict."""
@@ -475,7 +434,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   exp = build_experiment(config, workdir)
   config = exp.config
   if config.mode == 'eval':
-    return run_eval(exp, workdir)
+    with preemption.current().immediate():
+      return run_eval(exp, workdir)
   if config.mode == 'export':
     raise UserError("mode='export' is run by `simclr-jax export` / "
                      'simclr_jax.export.export_workdir.')
@@ -518,8 +478,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   seen_nonfinite = int(jax.device_get(state.nonfinite)[0])
   preempted = False
   t0 = time.time()
-  with _Preemption() as preemption, _waiting_for(manager):
-    for step in range(start_step + 1, total + 1):
+  with preemption.current().watch() as stopper, _waiting_for(manager):
+    preempted = stopper.stop_before_start(start_step, manager.directory)
+    for step in range(start_step + 1, total + 1) if not preempted else ():
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, metrics = train_step(state, next(batches), teacher_variables)
       window.append(metrics)
@@ -544,7 +505,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.write_scalars(step, {'eval/knn_top1': knn.knn_accuracy(
             exp, _variables(state), k=config.train.knn_k)})
         progress.restart_clock(step)
-      preempted = preemption.should_stop(step) and not last
+      preempted = stopper.should_stop(step) and not last
       if (step % config.train.checkpoint_every_steps == 0 or last or
           preempted):
         # 'stop' raises here, so no checkpoint follows a non-finite step.
@@ -555,10 +516,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           progress.restart_clock(step)
       if preempted:
         manager.wait_until_finished()
-        logging.warning('Preemption requested: saved a checkpoint at step %d '
-                        'in %s; exiting cleanly. Rerun the same command to '
-                        'resume.', step, manager.directory)
+        stopper.log_saved(step, manager.directory)
         break
+    if not preempted and eval_step is not None:
+      preempted = stopper.stop_before_final_eval(int(jax.device_get(state.step)))
   train_seconds = time.time() - t0
   result = {'step': int(jax.device_get(state.step)), 'start_step': start_step,
             'preempted': preempted, 'nonfinite_steps': seen_nonfinite,

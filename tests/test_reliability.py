@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from simclr_jax import checkpoint, config_validation, train
+from simclr_jax import checkpoint, config_validation, preemption, train
 from simclr_jax.config_validation import ConfigError
 from tiny import tiny_config
 
@@ -143,7 +143,7 @@ def test_killed_preempted_and_corrupted_run_resumes_bit_identical(
   1. SIGKILL mid-run: a restart resumes from the last complete checkpoint
      (an async save cut short is never picked up).
   2. SIGTERM mid-run: the step finishes, a checkpoint is written and
-     awaited, the process exits 0 saying so.
+     awaited, the process exits 75 (preempted) saying so.
   3. That checkpoint is silently corrupted (same size; orbax reads it without
      error): the restart reports it, sets it aside and uses the previous one.
   The final weights equal the uninterrupted run's bit for bit.
@@ -158,7 +158,7 @@ def test_killed_preempted_and_corrupted_run_resumes_bit_identical(
 
   rc, log = _interrupt(workdir, data_dir, workdir + '.2.log', signal.SIGTERM,
                        rng)
-  assert rc == 0, log[-3000:]
+  assert rc == preemption.EXIT_PREEMPTED, log[-3000:]
   assert f'Resumed from {workdir}/checkpoints at step {killed_after}.' in log
   assert 'Final linear-probe' not in log
   lines = [l for l in log.splitlines()
