@@ -258,7 +258,8 @@ def test_digits_builder(digits_dir):
   info = data.get_dataset_info(make_config(digits_dir))
   assert info == data.DatasetInfo(
       num_classes=10, num_train_examples=1257, num_train_labelled=1257,
-      num_eval_examples=540, image_shape=(16, 16, 3), train_epoch_size=1257)
+      num_eval_examples=540, image_shape=(16, 16, 3), train_epoch_size=1257,
+      eval_source='test')
   labels = np.concatenate([b['labels'] for b in data.make_eval_iterator(
       make_config(digits_dir), process_index=0, process_count=1)])
   assert set(labels) == set(range(10))

@@ -141,6 +141,8 @@ def test_configs_table_lists_every_config_and_each_validates():
   assert sorted(listed) == files
   for path in files:
     name = os.path.basename(path)[:-3]
+    if name == 'imported':  # Reads an import's output: test_official_import.
+      continue
     config = importlib.import_module(f'simclr_jax.configs.{name}').get_config()
     if config.mode in ('finetune', 'linear_eval', 'eval'):
       config.init_checkpoint = '/a/workdir'
