@@ -331,7 +331,7 @@ def test_sigterm_to_one_of_two_processes_stops_all_at_one_step(data_dir,
   procs, logs = _start_processes(workdir, data_dir, 'interrupted')
   deadline = time.time() + 400
   try:
-    while not re.search(r'\[2\] train/', open(logs[0]).read()):
+    while not re.search(r'Step 2/', open(logs[0]).read()):
       assert all(p.poll() is None for p in procs) and time.time() < deadline, (
           open(logs[0]).read()[-3000:])
       time.sleep(0.02)
