@@ -377,6 +377,14 @@ def _flush_metrics(window, step, writer):
   return summary
 
 
+def itstime(step: int, every: int, total: int, *, last: bool) -> bool:
+  """The one rule of every periodic action in the loop: at multiples of
+  `every` (0 = never), and at the final step only if `last`."""
+  if step == total:
+    return last
+  return every > 0 and step % every == 0
+
+
 class Progress:
   """The console's progress line: step, key metrics, steps/s and ETA.
 
@@ -487,27 +495,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       for hook in hooks:
         hook(step)
       last = step == total
-      if step % config.train.log_every_steps == 0 or last:
+      if itstime(step, config.train.log_every_steps, total, last=True):
         seen_nonfinite = _check_nonfinite(state, config, seen_nonfinite)
         summary = _flush_metrics(window, step, writer)
         history.append(dict(summary, step=step))
         window = []
         progress.report(step, summary)
-      if (config.train.eval_every_steps and eval_step is not None and
-          step % config.train.eval_every_steps == 0 and not last):
+      # The last step's evaluation is the final one, after the loop.
+      if eval_step is not None and itstime(
+          step, config.train.eval_every_steps, total, last=False):
         results = evaluate(exp, state, eval_step)
         writer.write_scalars(step, {'eval/' + k: v for k, v in results.items()})
         logging.info('Step %d: eval top-1 %.4f on %s.', step, results['top1'],
                      exp.info.eval_source)
         progress.restart_clock(step)
-      if (config.train.knn_every_steps and
-          step % config.train.knn_every_steps == 0):
+      if config.train.knn_every_steps and itstime(
+          step, config.train.knn_every_steps, total, last=True):
         writer.write_scalars(step, {'eval/knn_top1': knn.knn_accuracy(
             exp, _variables(state), k=config.train.knn_k)})
         progress.restart_clock(step)
       preempted = stopper.should_stop(step) and not last
-      if (step % config.train.checkpoint_every_steps == 0 or last or
-          preempted):
+      if preempted or itstime(step, config.train.checkpoint_every_steps,
+                              total, last=True):
         # 'stop' raises here, so no checkpoint follows a non-finite step.
         seen_nonfinite = _check_nonfinite(state, config, seen_nonfinite)
         if checkpoint.save(manager, step, state, force=preempted):

@@ -175,3 +175,11 @@ def test_progress_rate_is_measured_between_synced_reports(monkeypatch):
   now[0] += 2.0
   progress.report(30, {'loss': 1.0})
   assert '5 steps/s, ETA 0m14s' in lines[-1]
+
+
+def test_itstime_is_the_rule_of_periodic_actions():
+  steps = range(1, 11)
+  assert [s for s in steps if train.itstime(s, 4, 10, last=True)] == [4, 8, 10]
+  assert [s for s in steps if train.itstime(s, 5, 10, last=False)] == [5]
+  assert [s for s in steps if train.itstime(s, 0, 10, last=True)] == [10]
+  assert not any(train.itstime(s, 0, 10, last=False) for s in steps)
