@@ -122,7 +122,10 @@ _barrier_count = 0
 
 def barrier(name: str, timeout_s: int = 1800) -> None:
   """Waits until every process gets here (coordination service, not a
-  device collective, so its timeout is ours rather than the collectives')."""
+  device collective, so its timeout is ours rather than the collectives').
+  JAX exposes the coordination client only in jax._src.distributed; the
+  public multihost_utils.sync_global_devices is a device collective, which
+  gloo times out after 30 s while a slower host still compiles."""
   global _barrier_count
   if jax.process_count() == 1:
     return
