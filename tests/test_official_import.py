@@ -25,13 +25,18 @@ COMPARED = ('final_avg_pool', 'proj_head_output', 'logits_sup',
             'block_group3', 'block_group4')
 
 
+def _unpack(tmp_path_factory, names):
+  """{name: folder} of the fixture archives, unpacked once per module."""
+  root = tmp_path_factory.mktemp('official_tf2')
+  for name in names:
+    with tarfile.open(os.path.join(DATA, f'{name}.tar.xz')) as archive:
+      archive.extractall(root, filter='data')
+  return {name: str(root / name) for name in names}
+
+
 @pytest.fixture(scope='module')
 def cases(tmp_path_factory):
-  root = tmp_path_factory.mktemp('official_tf2')
-  for case in CASES:
-    with tarfile.open(os.path.join(DATA, f'{case}.tar.xz')) as archive:
-      archive.extractall(root, filter='data')
-  return {case: str(root / case) for case in CASES}
+  return _unpack(tmp_path_factory, CASES)
 
 
 def _case(cases, case):
@@ -94,11 +99,7 @@ EXTRA = {  # case: (depth, width, sk_ratio, se_ratio, cifar_stem, head, layer)
 
 @pytest.fixture(scope='module')
 def extra_cases(tmp_path_factory):
-  root = tmp_path_factory.mktemp('official_tf2_extra')
-  for case in EXTRA:
-    with tarfile.open(os.path.join(DATA, f'{case}.tar.xz')) as archive:
-      archive.extractall(root, filter='data')
-  return {case: str(root / case) for case in EXTRA}
+  return _unpack(tmp_path_factory, EXTRA)
 
 
 @pytest.mark.parametrize('fmt', ['saved_model', 'checkpoint'])
