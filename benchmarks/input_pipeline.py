@@ -27,8 +27,9 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import common
+from simclr_jax import configs
 from simclr_jax.configs import default
-from simclr_jax.data import pipeline
+from simclr_jax.data import augment, iterators, sources
 
 
 def photo_like_jpegs(count, height=375, width=500, seed=0):
@@ -50,10 +51,11 @@ def measure(shard, image_size, batch_size, warmup_batches, seconds,
   """Examples/s of the pretraining stream over `shard` after a warm-up."""
   config = default.get_config()
   config.image_size = image_size
-  config.mode = 'pretrain'
-  config.augment.on_device = colors_on_device
-  ds = pipeline.train_dataset(shard, config, process_index=0, start_step=0,
-                              batch_size=batch_size)
+  configs.fill_auto_fields(config)
+  ds = iterators.train_dataset(
+      shard, augment.pretrain_views(colors_on_device),
+      augment.AugmentParams.from_config(config.augment), config,
+      process_index=0, start_step=0, batch_size=batch_size)
   batches = iter(ds)
   for _ in range(warmup_batches):
     next(batches)
@@ -85,11 +87,11 @@ def main(argv=None):
   jpegs = photo_like_jpegs(num_jpegs)
   labels = np.zeros(len(jpegs), np.int64)
   ones = np.ones(len(jpegs), np.float32)
-  jpeg_shard = pipeline.MemoryShard('bytes', jpegs, labels, ones,
+  jpeg_shard = sources.MemoryShard('bytes', jpegs, labels, ones,
                                     np.arange(len(jpegs)))
   pixels = np.random.default_rng(0).integers(
       0, 256, size=(1024, 32, 32, 3), dtype=np.uint8)
-  pixel_shard = pipeline.MemoryShard(
+  pixel_shard = sources.MemoryShard(
       'pixels', pixels, np.zeros(len(pixels), np.int64),
       np.ones(len(pixels), np.float32), np.arange(len(pixels)))
 

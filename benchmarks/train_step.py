@@ -110,7 +110,7 @@ def measure(name, width, batch_size, dtype, devices, *, warmup, repeats,
       xla_bytes_per_step=bytes_accessed,
       flops_per_byte=flops / bytes_accessed if bytes_accessed else None,
       op_time_shares=common.trace_op_shares(profile_dir) if profile_dir else None,
-      compiles=train._compile_count(step),  # pylint: disable=protected-access
+      compiles=step.compiles,
       donation_warnings=donation, loss=loss,
       param_dtype=str(jax.tree.leaves(live['state'].params)[0].dtype))
 

@@ -26,6 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from simclr_jax import configs
 from simclr_jax.errors import UserError
 
 CONFIG_FILE = 'config.json'
@@ -216,6 +217,7 @@ def _load_export_weights(path: str) -> dict:
   config = ml_collections.ConfigDict({
       'model': info['model'], 'mode': info.get('source_mode', 'pretrain'),
       'image_size': info.get('image_size'), 'dataset': info.get('dataset')})
+  configs.fill_auto_fields(config)
   return {'params': weights['params'],
           'batch_stats': weights.get('batch_stats', {}),
           'config': config, 'step': int(info.get('step', 0))}
@@ -258,11 +260,15 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def read_config(workdir: str) -> Optional[ml_collections.ConfigDict]:
-  """The config of the workdir's latest start that changed it."""
+  """The config of the workdir's latest start that changed it (auto fields
+  filled, for configs saved before runs recorded them filled)."""
   files = _config_files(workdir)
   if not files:
     return None
-  return ml_collections.ConfigDict(json.loads(files[-1][1].read_text()))
+  config = ml_collections.ConfigDict(json.loads(files[-1][1].read_text()))
+  if 'image_size' in config and 'model' in config:
+    configs.fill_auto_fields(config)
+  return config
 
 
 def merge_weights(fresh: Any, loaded: Any, *, what: str, prefix=()) -> Any:

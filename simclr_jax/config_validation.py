@@ -1,7 +1,9 @@
 """Config validation before anything compiles: one error listing every problem.
 
-Each field has a type and a range; combinations are checked after. The run's
-workdir is checked too: a saved config whose model differs is refused.
+The only place config fields are checked. Each field has a type and a range
+(enumerations come from the modules that own them); combinations are checked
+after. `validate_or_raise` then fills the 'auto' fields and checks the run's
+workdir: a saved config whose model differs is refused.
 """
 
 import functools
@@ -12,12 +14,15 @@ from typing import Optional
 import jax
 import ml_collections
 
-from simclr_jax import checkpoint
+from simclr_jax import checkpoint, configs, optim, tasks
 from simclr_jax.errors import UserError
+from simclr_jax.models import DTYPES
 from simclr_jax.models.conv import CONV_IMPLS
-from simclr_jax.modes import FROM_CHECKPOINT_MODES, MODES, TRAIN_MODES
+from simclr_jax.models.heads import PROJ_HEAD_MODES
+from simclr_jax.models.resnet import BLOCKS_PER_GROUP
 
-DEPTHS = (18, 34, 50, 101, 152, 200)
+FROM_CHECKPOINT_MODES = tuple(name for name, task in tasks.TASKS.items()
+                              if task.needs_init_checkpoint)
 
 
 class ConfigError(UserError):
@@ -81,7 +86,7 @@ _FRACTION = _real(0, 1, open_lo=True)
 
 # field path -> (predicate, what it must be)
 FIELDS = {
-    'mode': _one_of(*MODES),
+    'mode': _one_of(*tasks.MODES),
     'seed': _int(0),
     'allow_config_change': _BOOL,
     'init_checkpoint': _string('a path string'),
@@ -110,26 +115,26 @@ FIELDS = {
     'augment.blur_sigma_max': _POSITIVE,
     'augment.eval_crop_proportion': _FRACTION,
     'augment.on_device': _BOOL,
-    'model.depth': _one_of(*DEPTHS),
+    'model.depth': _one_of(*sorted(BLOCKS_PER_GROUP)),
     'model.width_multiplier': _POSITIVE,
     'model.sk_ratio': _real(0, note=' (0 = no selective kernels)'),
     'model.se_ratio': _real(0, note=' (0 = no squeeze-excitation)'),
     'model.cifar_stem': _optional(_BOOL),
-    'model.proj_head_mode': _one_of('none', 'linear', 'nonlinear'),
+    'model.proj_head_mode': _one_of(*PROJ_HEAD_MODES),
     'model.num_proj_layers': _int(1),
     'model.proj_out_dim': _int(1),
     'model.ft_proj_selector': _int(0),
     'model.fine_tune_after_block': _int(-1, 4),
     'model.zero_init_logits_layer': _BOOL,
     'model.global_bn': _BOOL,
-    'model.dtype': _one_of('float32', 'bfloat16', 'float16'),
+    'model.dtype': _one_of(*DTYPES),
     'model.conv_impl': _one_of(*CONV_IMPLS),
     'train.batch_size': _int(1),
     'train.epochs': _NONNEG,
     'train.steps': _int(0, note=' (0 = use epochs)'),
-    'train.optimizer': _one_of('lars', 'momentum', 'adamw'),
+    'train.optimizer': _one_of(*optim.OPTIMIZERS),
     'train.learning_rate': _NONNEG,
-    'train.lr_scaling': _one_of('linear', 'sqrt', 'none'),
+    'train.lr_scaling': _one_of(*optim.LR_SCALINGS),
     'train.warmup_epochs': _NONNEG,
     'train.weight_decay': _NONNEG,
     'train.momentum': _real(0, 1, open_hi=True),
@@ -140,12 +145,12 @@ FIELDS = {
     'train.log_every_steps': _int(1),
     'train.checkpoint_every_steps': _int(1),
     'train.keep_checkpoints': _int(1),
-    'train.eval_every_steps': _int(0, note=' (0 = only at the end)'),
-    'train.eval_batch_size': _int(1),
-    'train.knn_k': _int(0),
-    'train.knn_every_steps': _int(0, note=' (0 = never)'),
     'train.profile': _BOOL,
     'train.nonfinite': _one_of('stop', 'skip'),
+    'evals.batch_size': _int(1),
+    'evals.accuracy.every_steps': _int(0, note=' (0 = only at the end)'),
+    'evals.knn.every_steps': _int(0, note=' (0 = only at the end)'),
+    'evals.knn.k': _int(0, note=' (0 = off)'),
     'memory.size': _int(0),
     'memory.ema_decay': _real(0, 1, open_hi=True),
     'distill.teacher_checkpoint': _string('a path string'),
@@ -210,18 +215,20 @@ def _combination_problems(config, bad) -> list[str]:
     low, high = f'augment.{name}_min', f'augment.{name}_max'
     if valid(low, high) and get(low) > get(high):
       problems.append(f'config.{low}={get(low)} > {name}_max={get(high)}')
-  if mode in TRAIN_MODES:
+  if mode in tasks.TRAIN_MODES:
     if (valid('train.steps', 'train.epochs') and get('train.steps') == 0 and
         get('train.epochs') <= 0):
       problems.append('config.train.epochs must be > 0 when config.train.steps == 0')
-    for what in ('train.batch_size', 'train.eval_batch_size'):
-      for count, name in ((jax.process_count(), 'processes'),
-                          (jax.device_count(), 'devices')):
-        if valid(what) and get(what) % count:
-          problems.append(f'config.{what}={get(what)} is not divisible by the '
-                          f'number of {name} ({count})')
-  if (mode in TRAIN_MODES and mode != 'pretrain' and valid('augment.on_device')
-      and get('augment.on_device')):
+  batch_sizes = (('train.batch_size', 'evals.batch_size')
+                 if mode in tasks.TRAIN_MODES else ('evals.batch_size',))
+  for what in batch_sizes:
+    for count, name in ((jax.process_count(), 'processes'),
+                        (jax.device_count(), 'devices')):
+      if valid(what) and get(what) % count:
+        problems.append(f'config.{what}={get(what)} is not divisible by the '
+                        f'number of {name} ({count})')
+  if (mode in tasks.TRAIN_MODES and mode != 'pretrain' and
+      valid('augment.on_device') and get('augment.on_device')):
     problems.append(f'config.augment.on_device=True applies to mode '
                     f"'pretrain' only (mode {mode!r} has no colour distortion)")
   if (mode in FROM_CHECKPOINT_MODES and valid('init_checkpoint') and
@@ -240,9 +247,10 @@ def _combination_problems(config, bad) -> list[str]:
       problems.append(f'config.model.ft_proj_selector={selector} is beyond the '
                       f'projection head ({n_proj} layers with '
                       f'proj_head_mode={head_mode!r})')
-  if (valid('train.knn_every_steps', 'train.knn_k') and
-      get('train.knn_every_steps') and not get('train.knn_k')):
-    problems.append('config.train.knn_every_steps > 0 needs config.train.knn_k >= 1')
+  if (valid('evals.knn.every_steps', 'evals.knn.k') and
+      get('evals.knn.every_steps') and not get('evals.knn.k')):
+    problems.append('config.evals.knn.every_steps > 0 needs config.evals.knn.k'
+                    ' >= 1')
   return problems
 
 
@@ -250,7 +258,7 @@ def check_workdir(config, workdir: Optional[str]) -> list[str]:
   """A new training run in a workdir must not change the model it saved
   (eval and export only read it)."""
   if (not workdir or config.allow_config_change is True or
-      config.mode not in TRAIN_MODES):
+      config.mode not in tasks.TRAIN_MODES):
     return []
   try:
     saved = checkpoint.read_config(workdir)
@@ -281,10 +289,20 @@ def check_workdir(config, workdir: Optional[str]) -> list[str]:
   return []
 
 
+def _raise(problems):
+  if len(problems) == 1:
+    raise ConfigError(f'Invalid config: {problems[0]}.')
+  raise ConfigError(f'Invalid config ({len(problems)} problems):\n  - ' +
+                    '\n  - '.join(problems))
+
+
 def validate_or_raise(config, workdir: Optional[str] = None) -> None:
-  problems = find_problems(config) + check_workdir(config, workdir)
+  """Checks `config`, fills its auto fields (in place), then checks that it
+  may run in `workdir`; ConfigError lists every problem."""
+  problems = find_problems(config)
   if problems:
-    if len(problems) == 1:
-      raise ConfigError(f'Invalid config: {problems[0]}.')
-    raise ConfigError(f'Invalid config ({len(problems)} problems):\n  - ' +
-                      '\n  - '.join(problems))
+    _raise(problems)
+  configs.fill_auto_fields(config)
+  problems = check_workdir(config, workdir)
+  if problems:
+    _raise(problems)

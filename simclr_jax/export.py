@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from simclr_jax import checkpoint, models
+from simclr_jax import checkpoint, configs, models
 from simclr_jax.errors import UserError
 from simclr_jax.models.simclr import SimCLR
 
@@ -219,17 +219,16 @@ def load_pretrained(path: str):
   the classes of the logits; `module.h_dim` the width of h.
   """
   info, weights = checkpoint.read_export(path)
-  model_config = ml_collections.ConfigDict(info['model'])
-  base = models.build_model(
-      model_config, num_classes=max(info['num_classes'], 1),
-      image_size=info['image_size'], bn_axis_name=None,
+  config = ml_collections.ConfigDict({'model': info['model'],
+                                      'image_size': info['image_size']})
+  configs.fill_auto_fields(config)
+  config.model.global_bn = False   # Runs outside the training mesh.
+  module = PretrainedSimCLR(
+      **config.model, num_classes=max(info['num_classes'], 1),
       linear_probe=info.get('has_probe_head', False),
-      supervised_head=info.get('has_supervised_head', False))
-  fields = {f: getattr(base, f) for f in SimCLR.__dataclass_fields__
-            if f not in ('parent', 'name')}
-  module = PretrainedSimCLR(**fields,
-                            class_names=tuple(info.get('class_names') or ()),
-                            image_size=int(info['image_size']))
+      supervised_head=info.get('has_supervised_head', False),
+      class_names=tuple(info.get('class_names') or ()),
+      image_size=int(info['image_size']))
   variables = {'params': weights['params'],
                'batch_stats': weights.get('batch_stats', {})}
   return module, variables

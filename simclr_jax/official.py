@@ -29,6 +29,7 @@ from absl import logging
 from simclr_jax import checkpoint, models
 from simclr_jax.configs import default
 from simclr_jax.errors import UserError
+from simclr_jax.models import conv as conv_lib
 from simclr_jax.models import resnet
 
 # Children of the object graph that are views on other objects (lists of
@@ -458,10 +459,10 @@ def build(arch: dict, head: Optional[str], ft_proj_selector: int = 0,
   """The SimCLR module of an imported architecture ('sup_head'/'probe_head')."""
   mc = model_config(arch, ft_proj_selector)
   mc.conv_impl = conv_impl
-  return models.build_model(
-      mc, num_classes=arch.get('num_classes', 1),
-      image_size=32 if arch['cifar_stem'] else 224, bn_axis_name=None,
-      linear_probe=head == 'probe_head', supervised_head=head == 'sup_head')
+  mc.global_bn = False   # Inference outside a mesh.
+  return models.SimCLR(**mc, num_classes=max(arch.get('num_classes', 1), 1),
+                       linear_probe=head == 'probe_head',
+                       supervised_head=head == 'sup_head')
 
 
 def _check_shapes(module, params, stats, image_size):
@@ -491,7 +492,8 @@ def block_outputs(module, variables, images):
   encoder = resnet.ResNet(
       depth=module.depth, width_multiplier=module.width_multiplier,
       sk_ratio=module.sk_ratio, se_ratio=module.se_ratio,
-      cifar_stem=module.cifar_stem, conv_impl=module.conv_impl)
+      cifar_stem=module.cifar_stem,
+      conv_impl=conv_lib.conv_impl_for_backend(module.conv_impl))
   _, blocks = encoder.apply(
       {'params': variables['params']['encoder'],
        'batch_stats': variables['batch_stats']['encoder']},

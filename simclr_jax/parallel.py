@@ -150,6 +150,14 @@ def replicate(mesh: Mesh, tree: Any) -> Any:
           sharding, np.asarray(x), np.shape(x)), tree)
 
 
+def to_host(x) -> np.ndarray:
+  """A global jax.Array as one numpy array on every process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
 def prefetch(mesh: Mesh, batches: Iterator[dict], size: int = 2) -> Iterator[dict]:
   """Keeps `size` global batches in flight so host-to-device copies overlap steps."""
   queue = []

@@ -105,7 +105,7 @@ def test_train_step_compiles_once_donates_and_keeps_fp32_weights():
     warnings.filterwarnings('error', message='.*donat.*')
     first, _ = step(state, batch, {})
     second, metrics = step(first, batch, {})
-  assert train._compile_count(step) == 1  # pylint: disable=protected-access
+  assert step.compiles == 1
   assert all(leaf.is_deleted() for leaf in jax.tree.leaves(first.params))
   assert {leaf.dtype for leaf in jax.tree.leaves(second.params)} == {
       np.dtype('float32')}

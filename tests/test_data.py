@@ -16,10 +16,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from simclr_jax.configs import default
-from simclr_jax import data, train
+from simclr_jax import config_validation, configs, data, train
 from simclr_jax.data import augment
 from simclr_jax.data import digits
-from simclr_jax.data import pipeline
+from simclr_jax.data import sources
+from tiny import eval_batches, open_data, train_batches
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +37,7 @@ def make_config(data_dir='', **overrides):
   config.data_dir = data_dir
   config.image_size = 16
   config.train.batch_size = 16
-  config.train.eval_batch_size = 64
+  config.evals.batch_size = 64
   config.shuffle_buffer = 64
   for key, value in overrides.items():
     node = config
@@ -45,6 +46,10 @@ def make_config(data_dir='', **overrides):
       node = node[parent]
     node[leaf] = value
   return config
+
+
+def dataset_info(config):
+  return open_data(config).info
 
 
 def take(iterator, count):
@@ -70,12 +75,21 @@ def map_over_seeds(fn, count):
 # Augmentations.
 
 
+def augment_params(image_size, **overrides):
+  """config.augment's defaults (plus overrides), filled for a size."""
+  config = default.get_config()
+  config.image_size = image_size
+  config.augment.update(overrides)
+  configs.fill_auto_fields(config)
+  return augment.AugmentParams.from_config(config.augment)
+
+
 def test_crop_windows_respect_area_and_aspect_bounds():
-  cfg = default.get_config().augment
+  cfg = augment_params(224)
   height, width = 300, 400
   windows = map_over_seeds(
       lambda s: augment.sample_crop_window(s, tf.constant([height, width]),
-                                           cfg, 224), 2000)
+                                           cfg), 2000)
   y, x, h, w = windows.T
   assert (y >= 0).all() and (x >= 0).all()
   assert (y + h <= height).all() and (x + w <= width).all()
@@ -91,9 +105,8 @@ def test_crop_windows_respect_area_and_aspect_bounds():
 
 
 def test_decision_rates_match_config():
-  cfg = default.get_config().augment
-  decisions = map_over_seeds(
-      lambda s: augment.sample_decisions(s, cfg, 224), 4000)
+  cfg = augment_params(224)
+  decisions = map_over_seeds(lambda s: augment.sample_decisions(s, cfg), 4000)
   assert decisions['flip'].mean() == pytest.approx(cfg.flip_prob, abs=0.03)
   assert decisions['jitter'].mean() == pytest.approx(cfg.color_jitter_prob,
                                                      abs=0.03)
@@ -112,9 +125,8 @@ def test_decision_rates_match_config():
 
 
 def test_small_images_get_weaker_colour_and_no_blur():
-  cfg = default.get_config().augment
-  decisions = map_over_seeds(lambda s: augment.sample_decisions(s, cfg, 32),
-                             500)
+  cfg = augment_params(32)
+  decisions = map_over_seeds(lambda s: augment.sample_decisions(s, cfg), 500)
   assert not decisions['blur'].any()
   assert decisions['brightness'].min() >= 0.6
   assert decisions['brightness'].max() <= 1.4
@@ -123,15 +135,10 @@ def test_small_images_get_weaker_colour_and_no_blur():
 
 def _identity_crop_config(**probs):
   """Crop = whole image, no flip/colour/blur unless turned on."""
-  cfg = default.get_config().augment
-  cfg.crop_area_min = cfg.crop_aspect_min = 1.0
-  cfg.crop_aspect_max = 1.0
-  cfg.flip_prob = cfg.color_jitter_prob = cfg.color_drop_prob = 0.0
-  cfg.blur_prob = 0.0
-  cfg.use_blur = True
-  for key, value in probs.items():
-    cfg[key] = value
-  return cfg
+  settings = dict(crop_area_min=1.0, crop_aspect_min=1.0, crop_aspect_max=1.0,
+                  flip_prob=0.0, color_jitter_prob=0.0, color_drop_prob=0.0,
+                  blur_prob=0.0, use_blur=True, color_jitter_strength=1.0)
+  return augment_params(224, **dict(settings, **probs))
 
 
 def test_blur_changes_the_image_only_when_applied():
@@ -140,7 +147,7 @@ def test_blur_changes_the_image_only_when_applied():
       0, 256, (40, 40, 3), dtype=np.uint8))
   original = augment.to_float_rgb(image).numpy()
   seeds = [tf.constant([i, 3], tf.int64) for i in range(24)]
-  blurred = [bool(augment.sample_decisions(s, cfg, 40)['blur']) for s in seeds]
+  blurred = [bool(augment.sample_decisions(s, cfg)['blur']) for s in seeds]
   assert 0 < sum(blurred) < len(blurred)
   for seed, applied in zip(seeds, blurred):
     view = augment.augment_pretrain(image, seed, cfg, 40).numpy()
@@ -181,9 +188,9 @@ def test_every_input_form_gives_rgb_views_in_unit_range(encoding):
       'pixels': lambda: tf.constant(pixels),
       'gray': lambda: tf.constant(pixels[..., :1]),
   }[encoding]()
-  cfg = default.get_config().augment
   seed = tf.constant([4, 2])
   for size in (16, 48):
+    cfg = augment_params(size)
     for view in (augment.augment_pretrain(image, seed, cfg, size),
                  augment.augment_finetune(image, seed, cfg, size),
                  augment.preprocess_eval(image, cfg, size)):
@@ -202,8 +209,8 @@ def test_eval_view_is_the_official_crop_resize_and_clip():
   """Official preprocess_for_eval at 224: centre crop 0.875, bicubic resize,
   clip to [0, 1], no mean/std normalisation."""
   pixels = np.random.default_rng(3).integers(0, 256, (375, 500, 3), np.uint8)
-  view = augment.preprocess_eval(tf.constant(pixels),
-                                 default.get_config().augment, 224)
+  view = augment.preprocess_eval(tf.constant(pixels), augment_params(224),
+                                 224)
   crop = tf.image.crop_to_bounding_box(
       tf.image.convert_image_dtype(pixels, tf.float32), 24, 86, 328, 328)
   expected = tf.clip_by_value(
@@ -215,12 +222,11 @@ def test_colour_strength_zero_turns_jitter_and_drop_off():
   """Official: color_jitter_strength 0 skips the whole colour distortion."""
   from simclr_jax.data import device_augment  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  cfg = default.get_config().augment
-  cfg.color_jitter_prob = cfg.color_drop_prob = 1.0
   for strength, applied in ((0.0, False), (0.5, True)):
-    cfg.color_jitter_strength = strength
-    host = map_over_seeds(lambda s: augment.sample_decisions(s, cfg, 224), 50)
-    device = device_augment.sample_params(jax.random.key(0), 50, cfg, 224)
+    cfg = augment_params(224, color_jitter_prob=1.0, color_drop_prob=1.0,
+                         color_jitter_strength=strength)
+    host = map_over_seeds(lambda s: augment.sample_decisions(s, cfg), 50)
+    device = device_augment.sample_params(jax.random.key(0), 50, cfg)
     for decisions in (host, device):
       assert np.all(np.asarray(decisions['jitter']) == applied)
       assert np.all(np.asarray(decisions['drop']) == applied)
@@ -255,12 +261,12 @@ def test_digits_builder(digits_dir):
   assert builder.info.splits['test'].num_examples == 540
   assert builder.info.features['label'].num_classes == 10
   assert builder.info.features['image'].shape == (8, 8, 1)
-  info = data.get_dataset_info(make_config(digits_dir))
+  info = dataset_info(make_config(digits_dir))
   assert info == data.DatasetInfo(
       num_classes=10, num_train_examples=1257, num_train_labelled=1257,
-      num_eval_examples=540, image_shape=(16, 16, 3), train_epoch_size=1257,
+      num_eval_examples=540, image_shape=(16, 16, 3),
       eval_source='test')
-  labels = np.concatenate([b['labels'] for b in data.make_eval_iterator(
+  labels = np.concatenate([b['labels'] for b in eval_batches(
       make_config(digits_dir), process_index=0, process_count=1)])
   assert set(labels) == set(range(10))
 
@@ -268,7 +274,7 @@ def test_digits_builder(digits_dir):
 def test_pretrain_batches_are_deterministic_resumable_and_two_view(digits_dir):
   config = make_config(digits_dir)
   kwargs = dict(process_index=0, process_count=1)
-  first = take(data.make_train_iterator(config, **kwargs), 5)
+  first = take(train_batches(config, **kwargs), 5)
   batch = first[0]
   assert batch['images'].shape == (16, 2, 16, 16, 3)
   assert batch['images'].dtype == np.float32
@@ -278,11 +284,11 @@ def test_pretrain_batches_are_deterministic_resumable_and_two_view(digits_dir):
   np.testing.assert_array_equal(batch['label_mask'], 1.0)
   # The two views of an example differ.
   assert all(np.abs(x[0] - x[1]).max() > 1e-3 for x in batch['images'])
-  assert_batches_equal(first, take(data.make_train_iterator(config, **kwargs),
+  assert_batches_equal(first, take(train_batches(config, **kwargs),
                                    5))
-  assert_batches_equal(first[3:], take(data.make_train_iterator(
+  assert_batches_equal(first[3:], take(train_batches(
       config, start_step=3, **kwargs), 2))
-  other = next(data.make_train_iterator(make_config(digits_dir, seed=1),
+  other = next(train_batches(make_config(digits_dir, seed=1),
                                         **kwargs))
   assert np.abs(other['images'] - batch['images']).max() > 1e-3
 
@@ -291,15 +297,15 @@ def test_finetune_resumes_exactly_across_epoch_boundaries(digits_dir):
   # 5% of digits is ~63 labelled examples: an epoch is under 4 batches.
   config = make_config(digits_dir, mode='finetune', label_fraction=0.05)
   kwargs = dict(process_index=0, process_count=1)
-  first = take(data.make_train_iterator(config, **kwargs), 10)
+  first = take(train_batches(config, **kwargs), 10)
   assert first[0]['images'].shape == (16, 1, 16, 16, 3)
   np.testing.assert_array_equal(first[0]['label_mask'], 1.0)
-  assert_batches_equal(first[6:], take(data.make_train_iterator(
+  assert_batches_equal(first[6:], take(train_batches(
       config, start_step=6, **kwargs), 4))
 
 
 def test_memory_shard_visits_every_example_once_per_epoch():
-  shard = pipeline.MemoryShard(
+  shard = sources.MemoryShard(
       'pixels', np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1),
       np.zeros(10, np.int64), np.ones(10, np.float32), np.arange(10))
   stream = shard.train_examples(0, tf.constant([5, 0], tf.int64))
@@ -333,11 +339,11 @@ def test_label_fraction_is_class_balanced_and_deterministic():
 
 def test_label_fraction_shards_are_disjoint_and_cover_the_subset(digits_dir):
   config = make_config(digits_dir, mode='finetune', label_fraction=0.1)
-  train = pipeline._open_train(config)
+  train = sources.open_train(config)
   split_labels = train.split.labels
   subset = data.label_fraction_indices(split_labels, 0.1, seed=0)
   np.testing.assert_array_equal(np.flatnonzero(train.fraction_mask), subset)
-  shards = [pipeline._shard(train.split, i, 2, labelled_only=True,
+  shards = [sources.shard_for_process(train.split, i, 2, labelled_only=True,
                             fraction_mask=train.fraction_mask)
             for i in range(2)]
   indices = [s.indices for s in shards]
@@ -346,13 +352,13 @@ def test_label_fraction_shards_are_disjoint_and_cover_the_subset(digits_dir):
   for shard in shards:
     np.testing.assert_array_equal(shard.labels, split_labels[shard.indices])
   # Pretraining keeps the whole split; the mask marks the same subset.
-  pretrain = pipeline._shard(train.split, 0, 1,
+  pretrain = sources.shard_for_process(train.split, 0, 1,
                              fraction_mask=train.fraction_mask)
   assert pretrain.num_examples == 1257
   np.testing.assert_array_equal(
       pretrain.indices[pretrain.label_mask > 0], subset)
-  info = data.get_dataset_info(config)
-  assert info.num_train_labelled == len(subset) == info.train_epoch_size
+  info = dataset_info(config)
+  assert info.num_train_labelled == len(subset)
 
 
 def _image_digests(batches):
@@ -366,18 +372,18 @@ def _image_digests(batches):
 
 def test_eval_shards_cover_the_split_exactly_once(digits_dir):
   config = make_config(digits_dir)
-  config.train.eval_batch_size = 100
-  single = list(data.make_eval_iterator(config, process_index=0,
+  config.evals.batch_size = 100
+  single = list(eval_batches(config, process_index=0,
                                         process_count=1))
   assert len(single) == 6 and single[-1]['mask'].sum() == 40
-  shards = [list(data.make_eval_iterator(config, process_index=i,
+  shards = [list(eval_batches(config, process_index=i,
                                          process_count=2)) for i in range(2)]
   assert len(shards[0]) == len(shards[1]) == 6  # 270 each in batches of 50.
   assert all(b['images'].shape == (50, 1, 16, 16, 3) for b in shards[0])
   assert sum(b['mask'].sum() for s in shards for b in s) == 540
   assert _image_digests(single) == _image_digests(shards[0] + shards[1])
-  three = [list(data.make_eval_iterator(
-      make_config(digits_dir, **{'train.eval_batch_size': 60}),
+  three = [list(eval_batches(
+      make_config(digits_dir, **{'evals.batch_size': 60}),
       process_index=i, process_count=3)) for i in range(3)]
   assert len({len(s) for s in three}) == 1
   assert sum(b['mask'].sum() for s in three for b in s) == 540
@@ -385,22 +391,22 @@ def test_eval_shards_cover_the_split_exactly_once(digits_dir):
 
 def test_train_shards_are_disjoint_per_process(digits_dir):
   config = make_config(digits_dir, **{'train.batch_size': 32})
-  per_process = [next(data.make_train_iterator(config, process_index=i,
+  per_process = [next(train_batches(config, process_index=i,
                                                process_count=2))
                  for i in range(2)]
   assert per_process[0]['images'].shape == (16, 2, 16, 16, 3)
-  train = pipeline._open_train(config)
-  shards = [pipeline._shard(train.split, i, 2) for i in range(2)]
+  train = sources.open_train(config)
+  shards = [sources.shard_for_process(train.split, i, 2) for i in range(2)]
   assert not set(shards[0].indices) & set(shards[1].indices)
   assert sum(s.num_examples for s in shards) == 1257
 
 
 def test_composite_split_shards_follow_the_global_order(digits_dir):
   config = make_config(digits_dir, train_split='train[100:]+test[:-40]')
-  train = pipeline._open_train(config)
+  train = sources.open_train(config)
   assert train.split.num_examples == 1157 + 500
-  whole = pipeline._shard(train.split, 0, 1)
-  shards = [pipeline._shard(train.split, i, 3) for i in range(3)]
+  whole = sources.shard_for_process(train.split, 0, 1)
+  shards = [sources.shard_for_process(train.split, i, 3) for i in range(3)]
   np.testing.assert_array_equal(np.concatenate([s.indices for s in shards]),
                                 np.arange(1657))
   np.testing.assert_array_equal(np.concatenate([s.images for s in shards]),
@@ -427,22 +433,22 @@ def test_folder_with_classes_skips_corrupt_files(tmp_path):
   (tmp_path / 'dog' / 'broken.jpg').write_bytes(b'not an image at all')
   (tmp_path / 'cat' / 'notes.txt').write_text('ignored')
   config = make_config(dataset=f'folder:{tmp_path}', image_size=24,
-                       **{'train.batch_size': 8, 'train.eval_batch_size': 8})
-  info = data.get_dataset_info(config)
+                       **{'train.batch_size': 8, 'evals.batch_size': 8})
+  info = dataset_info(config)
   assert info.num_classes == 2 and info.num_train_examples == 13
-  batch = next(data.make_train_iterator(config, process_index=0,
+  batch = next(train_batches(config, process_index=0,
                                         process_count=1))
   assert batch['images'].shape == (8, 2, 24, 24, 3)
-  train = pipeline._open_train(config)
-  shard = pipeline._shard(train.split, 0, 1)
+  train = sources.open_train(config)
+  shard = sources.shard_for_process(train.split, 0, 1)
   assert shard.num_examples == 12  # The corrupt file is skipped.
   assert sorted(collections.Counter(shard.labels).items()) == [(0, 6), (1, 6)]
   finetune = make_config(dataset=f'folder:{tmp_path}', mode='finetune',
                          image_size=24, **{'train.batch_size': 8})
-  assert next(data.make_train_iterator(
+  assert next(train_batches(
       finetune, process_index=0, process_count=1))['images'].shape == (
           8, 1, 24, 24, 3)
-  evaluated = list(data.make_eval_iterator(config, process_index=0,
+  evaluated = list(eval_batches(config, process_index=0,
                                            process_count=1))
   assert sum(b['mask'].sum() for b in evaluated) == 12
 
@@ -453,9 +459,9 @@ def test_unlabelled_folder_pretrains_with_zero_label_mask(tmp_path):
     _write_image(str(tmp_path / f'{i}.jpeg'), rng, 'JPEG', size=(40, 30))
   config = make_config(dataset=f'folder:{tmp_path}',
                        **{'train.batch_size': 4})
-  info = data.get_dataset_info(config)
+  info = dataset_info(config)
   assert info.num_classes == 0 and info.num_train_labelled == 0
-  batch = next(data.make_train_iterator(config, process_index=0,
+  batch = next(train_batches(config, process_index=0,
                                         process_count=1))
   assert batch['images'].shape == (4, 2, 16, 16, 3)
   np.testing.assert_array_equal(batch['label_mask'], 0.0)
@@ -465,10 +471,9 @@ def test_unlabelled_folder_pretrains_with_zero_label_mask(tmp_path):
   assert 'training images' in info.eval_source
   exp = train.build_experiment(make_config(dataset=f'folder:{tmp_path}',
                                            **{'train.batch_size': 8}))
-  assert not exp.config.train.lineareval_while_pretraining
-  assert not exp.model.linear_probe
+  assert not exp.task.logits_key and not exp.model.linear_probe
   with pytest.raises(ValueError, match='needs labels'):
-    data.make_train_iterator(make_config(dataset=f'folder:{tmp_path}',
+    train_batches(make_config(dataset=f'folder:{tmp_path}',
                                          mode='finetune'),
                              process_index=0, process_count=1)
 
@@ -478,8 +483,8 @@ def test_more_processes_than_eval_images(tmp_path):
   for i in range(3):
     _write_image(str(tmp_path / f'{i}.png'), rng, 'PNG')
   config = make_config(dataset=f'folder:{tmp_path}',
-                       **{'train.eval_batch_size': 8})
-  shards = [list(data.make_eval_iterator(config, process_index=i,
+                       **{'evals.batch_size': 8})
+  shards = [list(eval_batches(config, process_index=i,
                                          process_count=4)) for i in range(4)]
   assert [len(s) for s in shards] == [1, 1, 1, 1]
   assert sum(b['mask'].sum() for s in shards for b in s) == 3
@@ -492,10 +497,10 @@ def test_folder_with_split_subfolders(tmp_path):
       for i in range(count):
         _write_image(str(tmp_path / split / name / f'{i}.png'), rng, 'PNG')
   config = make_config(dataset=f'folder:{tmp_path}')
-  info = data.get_dataset_info(config)
+  info = dataset_info(config)
   assert (info.num_train_examples, info.num_eval_examples) == (8, 4)
   with pytest.raises(ValueError, match='none named'):
-    data.get_dataset_info(make_config(dataset=f'folder:{tmp_path}',
+    dataset_info(make_config(dataset=f'folder:{tmp_path}',
                                       eval_split='validation'))
 
 
@@ -521,15 +526,15 @@ def test_cifar10_under_mock_data(tmp_path):
   # mock_data yields num_examples for any split, so the metadata agrees.
   _write_metadata(str(tmp_path), 'cifar10', {'train': 24, 'test': 24})
   config = make_config(str(tmp_path), dataset='cifar10', image_size=32,
-                       **{'train.batch_size': 8, 'train.eval_batch_size': 4})
+                       **{'train.batch_size': 8, 'evals.batch_size': 4})
   with tfds.testing.mock_data(num_examples=24, data_dir=str(tmp_path)):
-    info = data.get_dataset_info(config)
+    info = dataset_info(config)
     assert (info.num_classes, info.num_train_examples) == (10, 24)
-    batch = next(data.make_train_iterator(config, process_index=0,
+    batch = next(train_batches(config, process_index=0,
                                           process_count=1))
     assert batch['images'].shape == (8, 2, 32, 32, 3)
     assert 0 <= batch['labels'].min() and batch['labels'].max() < 10
-    evaluated = list(data.make_eval_iterator(config, process_index=0,
+    evaluated = list(eval_batches(config, process_index=0,
                                              process_count=1))
     assert len(evaluated) == 6 and evaluated[0]['images'].shape == (
         4, 1, 32, 32, 3)
@@ -557,21 +562,21 @@ def test_imagenet_under_mock_data_uses_fused_jpeg_crops(tmp_path):
   config = make_config(str(tmp_path), dataset='imagenet2012',
                        train_split='train', eval_split='validation',
                        image_size=48,
-                       **{'train.batch_size': 4, 'train.eval_batch_size': 4})
+                       **{'train.batch_size': 4, 'evals.batch_size': 4})
   mock = tfds.testing.mock_data(
       num_examples=12, data_dir=str(tmp_path),
       as_dataset_fn=_mock_imagenet_as_dataset(12))
   with mock:
-    train = pipeline._open_train(config)
-    shard = pipeline._shard(train.split, 0, 1, shuffle_buffer=4)
-    assert isinstance(shard, pipeline._StreamShard)  # Encoded, streamed.
-    first = take(data.make_train_iterator(config, process_index=0,
+    train = sources.open_train(config)
+    shard = sources.shard_for_process(train.split, 0, 1, shuffle_buffer=4)
+    assert isinstance(shard, sources.StreamShard)  # Encoded, streamed.
+    first = take(train_batches(config, process_index=0,
                                           process_count=1), 4)
     assert first[0]['images'].shape == (4, 2, 48, 48, 3)
     # Streamed data resumes exactly too (4 batches = 1.33 epochs).
-    assert_batches_equal(first[2:], take(data.make_train_iterator(
+    assert_batches_equal(first[2:], take(train_batches(
         config, start_step=2, process_index=0, process_count=1), 2))
-    evaluated = list(data.make_eval_iterator(config, process_index=0,
+    evaluated = list(eval_batches(config, process_index=0,
                                              process_count=1))
     assert len(evaluated) == 2
     assert sum(b['mask'].sum() for b in evaluated) == 6
@@ -579,13 +584,13 @@ def test_imagenet_under_mock_data_uses_fused_jpeg_crops(tmp_path):
     finetune = make_config(str(tmp_path), dataset='imagenet2012',
                            mode='finetune', label_fraction=0.01,
                            eval_split='validation')
-    subset_train = pipeline._open_train(finetune)
-    assert subset_train.split.builder.info.full_name.startswith(
+    subset_train = sources.open_train(finetune)
+    assert subset_train.subset.builder.info.full_name.startswith(
         'imagenet2012_subset/1pct')
     pretrain = make_config(str(tmp_path), dataset='imagenet2012',
                            label_fraction=0.01, image_size=48,
                            eval_split='validation', **{'train.batch_size': 4})
-    batch = next(data.make_train_iterator(pretrain, process_index=0,
+    batch = next(train_batches(pretrain, process_index=0,
                                           process_count=1))
     # Every mocked file name is in the mocked subset.
     np.testing.assert_array_equal(batch['label_mask'], 1.0)
@@ -600,28 +605,28 @@ def test_errors_name_the_problem(tmp_path, digits_dir):
       (make_config(digits_dir, dataset='no_such_dataset_xyz'), 'Unknown'),
       (make_config(digits_dir, train_split='nope'), 'nope'),
       (make_config(digits_dir, eval_split='valid'), 'valid'),
-      (make_config(digits_dir, image_size=0), 'image_size'),
-      (make_config(digits_dir, label_fraction=1.5), 'label_fraction'),
-      (make_config(digits_dir, **{'augment.crop_area_min': 0.0}),
-       'crop_area'),
       (make_config(dataset=f'folder:{tmp_path}'), 'No images'),
       (make_config(dataset=f'folder:{tmp_path}/missing'), 'does not exist'),
       (make_config(str(tmp_path / 'empty'), dataset='mnist'), 'not prepared'),
   ]
   for config, message in cases:
     with pytest.raises(ValueError, match=message):
-      data.get_dataset_info(config)
+      dataset_info(config)
+  # Field values are config validation's (the one place fields are checked).
+  for config, message in (
+      (make_config(digits_dir, image_size=0), 'image_size'),
+      (make_config(digits_dir, label_fraction=1.5), 'label_fraction'),
+      (make_config(digits_dir, **{'augment.crop_area_min': 0.0}),
+       'crop_area')):
+    assert message in ' '.join(config_validation.find_problems(config))
   with pytest.raises(ValueError, match='batch_size'):
-    data.make_train_iterator(
+    train_batches(
         make_config(digits_dir, **{'train.batch_size': 15}),
         process_index=0, process_count=2)
-  with pytest.raises(ValueError, match='eval_batch_size'):
-    data.make_eval_iterator(
-        make_config(digits_dir, **{'train.eval_batch_size': 5}),
+  with pytest.raises(ValueError, match='evals.batch_size'):
+    eval_batches(
+        make_config(digits_dir, **{'evals.batch_size': 5}),
         process_index=0, process_count=2)
-  with pytest.raises(ValueError, match='mode'):
-    data.make_train_iterator(make_config(digits_dir, mode='eval'),
-                             process_index=0, process_count=1)
 
 
 # ---------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import tensorflow as tf
 from jax.sharding import PartitionSpec as P
 from scipy import stats
 
+from simclr_jax import configs, parallel, tasks
 from simclr_jax.configs import default
-from simclr_jax import parallel, train
-from simclr_jax.data import augment, device_augment, pipeline
+from simclr_jax.data import augment, device_augment, iterators, sources
 
 SIZE = 40  # Blur kernel 5: small, but every op is exercised.
 NUM = 800
@@ -21,7 +21,7 @@ def _params(**overrides):
   cfg.color_jitter_strength = 1.0
   cfg.use_blur = True
   cfg.update(overrides)
-  return augment.resolve(cfg, SIZE)
+  return augment.AugmentParams.from_config(cfg)
 
 
 def _images(num, seed=0):
@@ -42,7 +42,7 @@ def _tf_views(images, p):
   def run(images):
     def one(args):
       image, index = args
-      decisions = augment.sample_decisions(tf.stack([index, 0]), p, SIZE)
+      decisions = augment.sample_decisions(tf.stack([index, 0]), p)
       return augment.distort_colors(image, decisions, SIZE), decisions
     indices = tf.range(tf.shape(images)[0], dtype=tf.int64)
     return tf.map_fn(one, (images, indices),
@@ -76,7 +76,7 @@ def test_same_pixels_for_the_same_decisions(views):
 def test_sampled_parameters_follow_the_host_distributions():
   p = _params()
   device = jax.device_get(device_augment.sample_params(
-      jax.random.key(0), 20000, p, SIZE))
+      jax.random.key(0), 20000, p))
   for name, (low, high) in augment.uniform_ranges(p).items():
     values = device[name]
     assert low <= values.min() and values.max() <= high, name
@@ -89,7 +89,7 @@ def test_sampled_parameters_follow_the_host_distributions():
   np.testing.assert_allclose(first, 0.25, atol=0.015)
   assert np.all(np.sort(device['order'], axis=1) == np.arange(4))
   assert not device_augment.sample_params(
-      jax.random.key(0), 100, _params(use_blur=False), SIZE)['blur'].any()
+      jax.random.key(0), 100, _params(use_blur=False))['blur'].any()
 
 
 def _rate(mask):
@@ -144,7 +144,7 @@ def test_each_device_and_step_draws_its_own_key():
   mesh = parallel.make_mesh(jax.devices()[:2])
 
   def keys(step):
-    return jax.random.key_data(train.device_augment_rng(0, step[0]))[None]
+    return jax.random.key_data(tasks.device_augment_key(0, step[0]))[None]
 
   per_device = jax.jit(jax.shard_map(
       keys, mesh=mesh, in_specs=P(parallel.DATA_AXIS),
@@ -159,16 +159,18 @@ def test_each_device_and_step_draws_its_own_key():
 
 def test_pipeline_ships_uint8_crops_when_colours_run_on_device():
   pixels = np.random.default_rng(0).integers(0, 256, (16, 24, 24, 3), np.uint8)
-  shard = pipeline.MemoryShard('pixels', pixels, np.zeros(16, np.int64),
-                               np.ones(16, np.float32), np.arange(16))
+  shard = sources.MemoryShard('pixels', pixels, np.zeros(16, np.int64),
+                              np.ones(16, np.float32), np.arange(16))
 
-  def first_batch(**augment_overrides):
+  def first_batch(on_device=False, **augment_overrides):
     config = default.get_config()
     config.image_size = 20
-    config.mode = 'pretrain'
     config.augment.update(augment_overrides)
-    ds = pipeline.train_dataset(shard, config, process_index=0, start_step=0,
-                                batch_size=8)
+    configs.fill_auto_fields(config)
+    ds = iterators.train_dataset(
+        shard, augment.pretrain_views(on_device),
+        augment.AugmentParams.from_config(config.augment), config,
+        process_index=0, start_step=0, batch_size=8)
     return next(iter(ds))['images'].numpy()
 
   shipped = first_batch(on_device=True)

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from simclr_jax import config_validation, configs, models
 from simclr_jax.configs import default
-from simclr_jax import models
 from simclr_jax.models import conv as conv_lib
 from simclr_jax.models import heads
 from simclr_jax.models import resnet
+from simclr_jax.parallel import DATA_AXIS
 
 
 def model_config(**overrides):
@@ -27,12 +28,17 @@ def model_config(**overrides):
   return config
 
 
-def build(image_size=32, num_classes=10, bn_axis_name=None,
-          linear_probe=False, supervised_head=False, **overrides):
-  return models.build_model(
-      model_config(**overrides), num_classes=num_classes,
-      image_size=image_size, bn_axis_name=bn_axis_name,
-      linear_probe=linear_probe, supervised_head=supervised_head)
+def build(image_size=32, num_classes=10, linear_probe=False,
+          supervised_head=False, **overrides):
+  """SimCLR(**config.model) as the trainer builds it (auto fields filled);
+  per-device batch norm unless global_bn=True is asked for."""
+  config = default.get_config()
+  config.image_size = image_size
+  config.model.update(dict({'global_bn': False}, **overrides))
+  configs.fill_auto_fields(config)
+  return models.SimCLR(**config.model, num_classes=num_classes,
+                       linear_probe=linear_probe,
+                       supervised_head=supervised_head)
 
 
 def count(tree):
@@ -339,10 +345,8 @@ def test_no_projection_head():
 def test_global_bn_under_shard_map_matches_single_device():
   if jax.device_count() < 8:
     pytest.skip('needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
-  mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), ('batch',))
-  sharded = tiny(bn_axis_name='batch', global_bn=True)
-  local = tiny(bn_axis_name='batch', global_bn=False)
-  assert local.bn_axis_name is None and sharded.bn_axis_name == 'batch'
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), (DATA_AXIS,))
+  sharded, local = tiny(global_bn=True), tiny(global_bn=False)
 
   x = images(batch=16)
   variables = tiny_variables()
@@ -352,8 +356,8 @@ def test_global_bn_under_shard_map_matches_single_device():
   # the axis.
   def sharded_step(model):
     step = lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats'])
-    return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P('batch')),
-                                 out_specs=(P('batch'), P())))
+    return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
+                                 out_specs=(P(DATA_AXIS), P())))
 
   got = sharded_step(sharded)(variables, x)
   jax.tree_util.tree_map(
@@ -482,6 +486,15 @@ def test_trainable_mask_paths():
 # --------------------------------------------------------------------------
 
 
+def _model_problems(**model_overrides):
+  """Config validation's problems with a fine-tuning config.model (the
+  model's fields are checked there, once, before anything is built)."""
+  config = default.get_config()
+  config.mode, config.init_checkpoint = 'finetune', '/pretrained'
+  config.model.update(model_overrides)
+  return ' '.join(config_validation.find_problems(config))
+
+
 @pytest.mark.parametrize('field,value', [
     ('depth', 42),
     ('width_multiplier', 0.0),
@@ -498,17 +511,17 @@ def test_trainable_mask_paths():
     ('conv_impl', 'cudnn'),
 ])
 def test_bad_config_raises(field, value):
-  with pytest.raises(ValueError, match=field):
-    build(**{field: value})
+  assert f'model.{field}' in _model_problems(**{field: value})
 
 
 def test_ft_proj_selector_range_follows_head_mode():
-  build(proj_head_mode='linear', ft_proj_selector=1)
-  with pytest.raises(ValueError, match='ft_proj_selector'):
-    build(proj_head_mode='linear', ft_proj_selector=2)
-  with pytest.raises(ValueError, match='ft_proj_selector'):
-    build(proj_head_mode='none', ft_proj_selector=1)
-  build(proj_head_mode='nonlinear', num_proj_layers=3, ft_proj_selector=3)
+  assert not _model_problems(proj_head_mode='linear', ft_proj_selector=1)
+  assert 'ft_proj_selector' in _model_problems(proj_head_mode='linear',
+                                               ft_proj_selector=2)
+  assert 'ft_proj_selector' in _model_problems(proj_head_mode='none',
+                                               ft_proj_selector=1)
+  assert not _model_problems(proj_head_mode='nonlinear', num_proj_layers=3,
+                             ft_proj_selector=3)
 
 
 # --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from simclr_jax.configs import digits
-from simclr_jax import data
+from tiny import open_data
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -50,7 +50,7 @@ def data_dir(data_dir):  # pylint: disable=redefined-outer-name
   """digits prepared once, before processes race to build it."""
   config = digits.get_config()
   config.data_dir = data_dir
-  data.get_dataset_info(config)
+  open_data(config)
   return data_dir
 
 
@@ -91,7 +91,7 @@ def _main_cmd(workdir, data_dir, steps, n=1, port=0):
     c = [sys.executable, '-m', 'simclr_jax.main',
          f'--config={REPO}/configs/digits.py:runlocal', f'--workdir={workdir}',
          f'--config.data_dir={data_dir}', '--config.model.width_multiplier=0.125',
-         '--config.train.batch_size=16', '--config.train.eval_batch_size=16',
+         '--config.train.batch_size=16', '--config.evals.batch_size=16',
          f'--config.train.steps={steps}', '--config.train.checkpoint_every_steps=2']
     if n > 1:
       c += [f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={n}',

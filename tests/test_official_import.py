@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from simclr_jax import checkpoint, export, official, train
+from simclr_jax import checkpoint, data, export, official, tasks, train
 from simclr_jax.errors import UserError
 from tiny import tiny_config
 
@@ -149,7 +149,7 @@ def test_imported_config_takes_the_architecture_from_the_import(cases,
     for field in imported.ARCHITECTURE:
       assert config.model[field] == saved[field], field
     config_validation.validate_or_raise(config)
-  assert config.train.knn_k == 0
+  assert config.evals.knn.k == 0
   with pytest.raises(FileNotFoundError, match='not an export'):
     imported.get_config(f'init={tmp_path}')
 
@@ -283,15 +283,17 @@ def test_import_command_then_finetune_from_it(cases, data_dir, tmp_path):
   # mode=eval runs on the import itself (its own architecture and head).
   evaluation = tiny_config(data_dir, 'eval')
   evaluation.init_checkpoint = out
-  evaluation.train.knn_k = 0
+  evaluation.evals.knn.k = 0
   scores = train.train_and_evaluate(evaluation, str(tmp_path / 'eval'))
   assert scores['eval/count'] == 540 and 0 <= scores['eval/top1'] <= 1
   # The fine-tuned checkpoint's classifier is usable as a distillation teacher.
   distill = tiny_config(data_dir, 'distill')
   distill.distill.teacher_checkpoint = out
-  teacher, teacher_vars = train.load_teacher(distill, 10)
-  assert teacher.ft_proj_selector == 1
-  assert 'sup_head' in teacher_vars['params']
+  task = tasks.Distill(distill, data.DatasetInfo(
+      num_classes=10, num_train_examples=1257, num_train_labelled=1257,
+      num_eval_examples=540, image_shape=(16, 16, 3)))
+  assert task.teacher_model.ft_proj_selector == 1
+  assert 'sup_head' in task.frozen_variables()['params']
 
 
 def test_eval_of_an_import_for_other_classes_is_an_error(extra_cases, data_dir,

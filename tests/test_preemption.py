@@ -34,8 +34,10 @@ STEPS = 6
 
 def _config(data_dir):
   # Eval at step 3, periodic checkpoint at step 4 (async), the rest on demand.
-  return tiny_config(data_dir, steps=STEPS, log_every_steps=1,
-                     eval_every_steps=3, checkpoint_every_steps=4)
+  config = tiny_config(data_dir, steps=STEPS, log_every_steps=1,
+                       checkpoint_every_steps=4)
+  config.evals.accuracy.every_steps = 3
+  return config
 
 
 def _kill(sig):
@@ -86,21 +88,20 @@ def _in_step(monkeypatch, sig, at_step):
     wrapped.compiles = 1
     return wrapped
   monkeypatch.setattr(train, 'make_train_step', make_train_step)
-  monkeypatch.setattr(train, '_compile_count', lambda step: 1)
 
 
 def _in_eval(monkeypatch, sig):
   """After the first batch of the first evaluation."""
-  real = train.data.make_eval_iterator
+  real = train.data.Dataset.eval_iter
   sent = []
 
-  def make_eval_iterator(*args, **kwargs):
-    for i, batch in enumerate(real(*args, **kwargs)):
+  def eval_iter(self, *args, **kwargs):
+    for i, batch in enumerate(real(self, *args, **kwargs)):
       yield batch
       if i == 0 and not sent:
         sent.append(1)
         _kill(sig)
-  monkeypatch.setattr(train.data, 'make_eval_iterator', make_eval_iterator)
+  monkeypatch.setattr(train.data.Dataset, 'eval_iter', eval_iter)
 
 
 def _in_save(monkeypatch, sig):
@@ -296,7 +297,7 @@ def _start_processes(workdir, data_dir, tag):
            f'--config={REPO}/configs/digits.py:runlocal',
            f'--workdir={workdir}', f'--config.data_dir={data_dir}',
            '--config.model.width_multiplier=0.125',
-           '--config.train.batch_size=16', '--config.train.eval_batch_size=16',
+           '--config.train.batch_size=16', '--config.evals.batch_size=16',
            f'--config.train.steps={MP_STEPS}', '--config.train.log_every_steps=1',
            '--config.train.checkpoint_every_steps=1000',
            f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',

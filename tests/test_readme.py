@@ -152,11 +152,11 @@ def test_configs_table_lists_every_config_and_each_validates():
 
 
 def test_mode_table_lists_every_mode_with_a_digits_recipe():
-  from simclr_jax import modes  # pylint: disable=g-import-not-at-top
+  from simclr_jax import tasks  # pylint: disable=g-import-not-at-top
   text = open(README).read()
   assert sorted(_table_first_column(text, 'selects the job')) == sorted(
-      modes.MODES)
+      tasks.MODES)
   recipes = re.findall(r'\| `(digits[a-z_]*)\.py` \|\n', text)
   covered = {importlib.import_module(f'simclr_jax.configs.{r}').get_config(
       'runlocal').mode for r in recipes}
-  assert covered == set(modes.MODES) - {'export'}
+  assert covered == set(tasks.MODES) - {'export'}

@@ -231,16 +231,17 @@ def test_corrupt_or_partial_latest_checkpoint_falls_back(reference, tmp_path,
 
 def _nan_batch_at(monkeypatch, bad_step):
   """Makes training batch number `bad_step` all NaN."""
-  real = train.data.make_train_iterator
+  real = train.data.Dataset.train_iter
 
-  def make_train_iterator(config, *, start_step=0, **kwargs):
-    for step, batch in enumerate(real(config, start_step=start_step, **kwargs),
-                                 start=start_step + 1):
+  def train_iter(self, views, *, labelled_only, start_step=0):
+    for step, batch in enumerate(
+        real(self, views, labelled_only=labelled_only, start_step=start_step),
+        start=start_step + 1):
       if step == bad_step:
         batch = dict(batch, images=np.full_like(batch['images'], np.nan))
       yield batch
 
-  monkeypatch.setattr(train.data, 'make_train_iterator', make_train_iterator)
+  monkeypatch.setattr(train.data.Dataset, 'train_iter', train_iter)
 
 
 def _steps_on_disk(workdir):
@@ -298,7 +299,7 @@ def test_each_rule_is_enforced(data_dir):
       ({'train.temperature': 0.0}, 'config.train.temperature=0.0 must be'),
       ({'distill.temperature': 0.0}, 'config.distill.temperature=0.0'),
       ({'train.steps': 0, 'train.epochs': 0}, 'config.train.epochs must be > 0'),
-      ({'train.eval_batch_size': 20}, 'config.train.eval_batch_size=20 is not '
+      ({'evals.batch_size': 20}, 'config.evals.batch_size=20 is not '
        'divisible by the number of devices (8)'),
       ({'model.depth': 19}, 'config.model.depth=19 must be one of'),
       ({'dataset': ''}, "config.dataset='' must be"),
@@ -314,8 +315,8 @@ def test_each_rule_is_enforced(data_dir):
        'config.model.ft_proj_selector=3 is beyond the projection head'),
       ({'augment.crop_area_min': 0.9, 'augment.crop_area_max': 0.5},
        'config.augment.crop_area_min=0.9 > crop_area_max=0.5'),
-      ({'train.knn_every_steps': 5, 'train.knn_k': 0},
-       'knn_every_steps > 0 needs config.train.knn_k >= 1'),
+      ({'evals.knn.every_steps': 5, 'evals.knn.k': 0},
+       'config.evals.knn.every_steps > 0 needs config.evals.knn.k >= 1'),
       ({'train.learnig_rate': 0.1}, 'config.train.learnig_rate is not a known field'),
   ]
   for overrides, expected in cases:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from simclr_jax import checkpoint, export, knn, parallel, train
+from simclr_jax import checkpoint, data, export, knn, parallel, tasks, train
 from simclr_jax.config_validation import ConfigError
 from simclr_jax.errors import UserError
 from tiny import tiny_config
@@ -174,7 +174,7 @@ def test_export_load_pretrained_same_features(data_dir, pretrained, tmp_path):
 def test_eval_mode_with_knn(data_dir, finetuned, tmp_path):
   config = base_config(data_dir, 'eval')
   config.init_checkpoint = finetuned[0]
-  config.train.knn_k = 5
+  config.evals.knn.k = 5
   result = train.train_and_evaluate(config, str(tmp_path / 'eval'))
   assert result['eval/top1'] == pytest.approx(finetuned[1]['eval/top1'], abs=1e-6)
   assert 0.1 < result['eval/knn_top1'] <= 1.0
@@ -217,4 +217,6 @@ def test_bad_inputs(data_dir, pretrained, finetuned, tmp_path):
   config.distill.teacher_checkpoint = finetuned[0]
   with pytest.raises(ValueError, match='The teacher predicts 10 classes but '
                      "dataset 'digits' has 3"):
-    train.load_teacher(config, num_classes=3)
+    tasks.Distill(config, data.DatasetInfo(
+        num_classes=3, num_train_examples=30, num_train_labelled=30,
+        num_eval_examples=30, image_shape=(16, 16, 3)))

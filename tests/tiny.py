@@ -1,6 +1,9 @@
 """The tiny digits setup the trainer tests share: 16 px, ResNet-18 at width
 1/8, batch 32. Compiles in seconds on a CPU; every mode runs on it."""
 
+import copy
+
+from simclr_jax import configs, data, tasks
 from simclr_jax.configs import digits
 
 
@@ -10,7 +13,27 @@ def tiny_config(data_dir, mode='pretrain', **train_overrides):
   config.data_dir = data_dir
   config.model.width_multiplier = 0.125
   config.train.batch_size = 32
-  config.train.eval_batch_size = 64
+  config.evals.batch_size = 64
   config.train.warmup_epochs = 0
   config.train.update(train_overrides)
   return config
+
+
+def open_data(config, **process):
+  """data.Dataset of `config` with its auto fields filled, as the trainer
+  opens it (`process` = process_index / process_count to emulate a host)."""
+  config = copy.deepcopy(config)
+  configs.fill_auto_fields(config)
+  return data.Dataset(config, **process)
+
+
+def train_batches(config, start_step=0, **process):
+  """The training batches of config.mode's task, as the trainer reads them."""
+  dataset = open_data(config, **process)
+  task = tasks.for_config(dataset.config, dataset.info)
+  return dataset.train_iter(task.views, labelled_only=task.labelled_only,
+                            start_step=start_step)
+
+
+def eval_batches(config, split=None, **process):
+  return open_data(config, **process).eval_iter(split)

@@ -38,3 +38,26 @@ def find(spec: str) -> str:
       f'Config file not found: {os.path.abspath(expanded)} (--config={spec}).',
       hint=(f'did you mean --config={close[0]}? ' if close else '') +
       'Packaged configs: ' + ', '.join(names()) + '.')
+
+
+# Images this small (CIFAR, digits) get the small-image settings below.
+SMALL_IMAGE_SIZE = 32
+
+
+def fill_auto_fields(config) -> None:
+  """Replaces the 'auto' (None) fields of `config` by their values, in place.
+
+  The one place their meaning lives: for images of at most SMALL_IMAGE_SIZE
+  pixels, the CIFAR stem, colour strength 0.5 and no blur (the official
+  CIFAR-10 recipe); otherwise the ImageNet stem, strength 1.0 and blur. Runs
+  once per run (train.build_experiment) and on configs read back from disk.
+  """
+  small = config.image_size <= SMALL_IMAGE_SIZE
+  if config.model.get('cifar_stem') is None:
+    config.model.cifar_stem = small
+  aug = config.get('augment')
+  if aug is not None:
+    if aug.color_jitter_strength is None:
+      aug.color_jitter_strength = 0.5 if small else 1.0
+    if aug.use_blur is None:
+      aug.use_blur = not small

@@ -20,7 +20,7 @@ def get_config(arg=None):
   config.train.weight_decay = 1e-4
   config.train.temperature = 0.5
   config.train.checkpoint_every_steps = 5000
-  config.train.eval_every_steps = 5000
+  config.evals.accuracy.every_steps = 5000
   if args.runlocal:
     config.model.width_multiplier = 0.125
     config.train.batch_size = 64

@@ -28,7 +28,7 @@ def get_config(arg=None):
   del arg
   config = ml_collections.ConfigDict()
   # pretrain | finetune | linear_eval | supervised | distill | eval | export
-  # (simclr_jax/modes.py).
+  # (one simclr_jax.tasks.Task each; export is `simclr-jax export`).
   config.mode = 'pretrain'
   config.seed = 0
   # Weights-only checkpoint (a workdir or a checkpoint step dir) to start from.
@@ -113,12 +113,18 @@ def get_config(arg=None):
   train.log_every_steps = 50
   train.checkpoint_every_steps = 1000
   train.keep_checkpoints = 3
-  train.eval_every_steps = 0       # 0 = only at the end.
-  train.eval_batch_size = 256
-  train.knn_k = 20                 # k-NN monitor on h (mode=eval); 0 = off.
-  train.knn_every_steps = 0        # Also run it during training; 0 = never.
   train.profile = False
   train.nonfinite = 'stop'         # stop | skip
+
+  # ---- Evaluators (simclr_jax/evaluators.py) --------------------------------
+  # Each runs every `every_steps` during training (0 = not periodically), and
+  # all of them after the last step and in mode=eval.
+  evals = config.evals = ml_collections.ConfigDict()
+  evals.batch_size = 256           # Global batch of every evaluation pass.
+  # Top-1/top-5 of the task's classifier (supervised head or online probe).
+  evals.accuracy = ml_collections.ConfigDict({'every_steps': 0})
+  # Cosine k-NN on h, train split as memory; k = 0 turns it off.
+  evals.knn = ml_collections.ConfigDict({'every_steps': 0, 'k': 0})
 
   # ---- SimCLRv2 memory of negatives (MoCo style), off when size == 0 -------
   memory = config.memory = ml_collections.ConfigDict()

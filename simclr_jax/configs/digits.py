@@ -30,13 +30,13 @@ def get_config(arg=None):
   config.train.temperature = 0.2
   config.train.log_every_steps = 20
   config.train.checkpoint_every_steps = 200
-  config.train.eval_every_steps = 200
-  config.train.eval_batch_size = 256
+  config.evals.accuracy.every_steps = 200
+  config.evals.batch_size = 256
 
   if args.runlocal:
     config.train.steps = 4
     config.train.warmup_epochs = 0
     config.train.log_every_steps = 2
     config.train.checkpoint_every_steps = 2
-    config.train.eval_every_steps = 0
+    config.evals.accuracy.every_steps = 0
   return config

@@ -25,5 +25,5 @@ def get_config(arg=None):
   config.train.learning_rate = 0.5
   config.train.weight_decay = 1e-4
   config.train.warmup_epochs = 5
-  config.train.eval_every_steps = 0
+  config.evals.accuracy.every_steps = 0
   return config

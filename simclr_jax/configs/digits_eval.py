@@ -15,5 +15,5 @@ def get_config(arg=None):
   config = digits.get_config('runlocal' if args.runlocal else None)
   config.mode = 'eval'
   config.init_checkpoint = args.init
-  config.train.knn_k = min(args.knn, 5) if args.runlocal else args.knn
+  config.evals.knn.k = min(args.knn, 5) if args.runlocal else args.knn
   return config

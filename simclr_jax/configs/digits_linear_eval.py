@@ -31,5 +31,5 @@ def get_config(arg=None):
   config.train.lr_scaling = 'linear'
   config.train.weight_decay = 0.0
   config.train.warmup_epochs = 0
-  config.train.eval_every_steps = 0
+  config.evals.accuracy.every_steps = 0
   return config

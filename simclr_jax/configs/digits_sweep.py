@@ -8,7 +8,7 @@ from simclr_jax.configs import digits
 def get_config(arg=None):
   config = digits.get_config(arg)
   config.train.steps = 40
-  config.train.eval_every_steps = 0
+  config.evals.accuracy.every_steps = 0
   return config
 
 

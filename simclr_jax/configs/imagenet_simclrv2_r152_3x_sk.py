@@ -28,8 +28,8 @@ def get_config(arg=None):
   config.train.temperature = 0.1
   config.train.log_every_steps = 100
   config.train.checkpoint_every_steps = 1000
-  config.train.eval_every_steps = 5000
-  config.train.eval_batch_size = 1024
+  config.evals.accuracy.every_steps = 5000
+  config.evals.batch_size = 1024
   if args.memory:
     config.memory.size = 65536
     config.memory.ema_decay = 0.999

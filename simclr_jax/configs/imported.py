@@ -34,7 +34,6 @@ def get_config(arg=None):
   elif args.mode in ('linear_eval', 'eval'):
     config = imagenet_linear_eval.get_config()
     config.mode = args.mode
-    config.train.knn_k = 0   # eval: the head's top-1, no pass over train.
   else:
     raise ValueError(f'mode={args.mode!r}: use finetune, linear_eval or eval.')
   config.init_checkpoint = args.init

@@ -1,14 +1,11 @@
-"""Input pipelines: augmentations, datasets by name, sharded batches."""
+"""Input pipelines: where examples come from (`sources`), how they become
+views (`augment`, `device_augment`), and the per-process batches of a
+dataset opened once (`iterators.Dataset`)."""
 
-from simclr_jax.data.augment import augment_finetune
-from simclr_jax.data.augment import augment_pretrain
-from simclr_jax.data.augment import preprocess_eval
-from simclr_jax.data.augment import sample_crop_window
-from simclr_jax.data.augment import sample_decisions
-from simclr_jax.data.pipeline import DatasetInfo
-from simclr_jax.data.pipeline import class_names
-from simclr_jax.data.pipeline import get_dataset_info
-from simclr_jax.data.pipeline import label_fraction_indices
-from simclr_jax.data.pipeline import make_eval_iterator
-from simclr_jax.data.pipeline import make_train_iterator
-from simclr_jax.data.pipeline import keep_tf_off_accelerators
+from simclr_jax.data.augment import AugmentParams
+from simclr_jax.data.augment import Views
+from simclr_jax.data.iterators import Dataset
+from simclr_jax.data.iterators import DatasetInfo
+from simclr_jax.data.iterators import keep_tf_off_accelerators
+from simclr_jax.data.sources import class_names
+from simclr_jax.data.sources import label_fraction_indices

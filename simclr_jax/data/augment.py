@@ -14,10 +14,10 @@ mean/std normalisation (the model normalises, as in the official code).
 
 import dataclasses
 import functools
+from typing import Callable
 
 import tensorflow as tf
 
-from simclr_jax.errors import UserError
 
 # Decisions drawn per view, in the order the seed is split.
 _DECISIONS = ('flip', 'jitter', 'order', 'brightness', 'contrast',
@@ -26,7 +26,7 @@ _DECISIONS = ('flip', 'jitter', 'order', 'brightness', 'contrast',
 
 @dataclasses.dataclass(frozen=True)
 class AugmentParams:
-  """config.augment with the 'auto' (None) fields resolved for a size."""
+  """config.augment, its 'auto' fields filled (configs.fill_auto_fields)."""
   crop_area_min: float
   crop_area_max: float
   crop_aspect_min: float
@@ -43,56 +43,22 @@ class AugmentParams:
   blur_sigma_max: float
   eval_crop_proportion: float
 
-
-def resolve(cfg, image_size):
-  """Fills config.augment's auto fields (small images: mild colour, no blur)."""
-  if isinstance(cfg, AugmentParams):
-    return cfg
-  small = image_size <= 32
-  strength = cfg.color_jitter_strength
-  use_blur = cfg.use_blur
-  return AugmentParams(
-      crop_area_min=float(cfg.crop_area_min),
-      crop_area_max=float(cfg.crop_area_max),
-      crop_aspect_min=float(cfg.crop_aspect_min),
-      crop_aspect_max=float(cfg.crop_aspect_max),
-      crop_min_object_covered=float(cfg.crop_min_object_covered),
-      crop_max_attempts=int(cfg.crop_max_attempts),
-      flip_prob=float(cfg.flip_prob),
-      color_jitter_prob=float(cfg.color_jitter_prob),
-      color_jitter_strength=float(
-          (0.5 if small else 1.0) if strength is None else strength),
-      color_drop_prob=float(cfg.color_drop_prob),
-      use_blur=bool((not small) if use_blur is None else use_blur),
-      blur_prob=float(cfg.blur_prob),
-      blur_sigma_min=float(cfg.blur_sigma_min),
-      blur_sigma_max=float(cfg.blur_sigma_max),
-      eval_crop_proportion=float(cfg.eval_crop_proportion),
-  )
+  @classmethod
+  def from_config(cls, cfg) -> 'AugmentParams':
+    values = {f.name: cfg[f.name] for f in dataclasses.fields(cls)}
+    unfilled = [k for k, v in values.items() if v is None]
+    if unfilled:
+      raise ValueError(f'config.augment.{unfilled[0]} is still auto (None): '
+                       'call configs.fill_auto_fields(config) first.')
+    return cls(**values)
 
 
-def validate(cfg, image_size):
-  """Raises ValueError for augmentation settings TF would reject mid-run."""
-  p = resolve(cfg, image_size)
-  if not 0 < p.crop_area_min <= p.crop_area_max <= 1:
-    raise UserError('config.augment needs 0 < crop_area_min <= crop_area_max '
-                     f'<= 1, got {p.crop_area_min}, {p.crop_area_max}.')
-  if not 0 < p.crop_aspect_min <= p.crop_aspect_max:
-    raise UserError('config.augment needs 0 < crop_aspect_min <= '
-                     f'crop_aspect_max, got {p.crop_aspect_min}, '
-                     f'{p.crop_aspect_max}.')
-  for name in ('flip_prob', 'color_jitter_prob', 'color_drop_prob',
-               'blur_prob'):
-    if not 0 <= getattr(p, name) <= 1:
-      raise UserError(f'config.augment.{name} must be in [0, 1], got '
-                       f'{getattr(p, name)}.')
-  if not 0 < p.blur_sigma_min <= p.blur_sigma_max:
-    raise UserError('config.augment needs 0 < blur_sigma_min <= '
-                     'blur_sigma_max.')
-  if not 0 < p.eval_crop_proportion <= 1:
-    raise UserError('config.augment.eval_crop_proportion must be in (0, 1].')
-  if p.color_jitter_strength < 0:
-    raise UserError('config.augment.color_jitter_strength must be >= 0.')
+@dataclasses.dataclass(frozen=True)
+class Views:
+  """How a training image becomes the model's input: `count` views, view v
+  being `fn(image, seed_v, params, image_size)`."""
+  count: int
+  fn: Callable
 
 
 def to_float_rgb(image):
@@ -143,9 +109,8 @@ def _resize(image, image_size):
   return resized
 
 
-def sample_crop_window(seed, image_shape, cfg, image_size=224):
+def sample_crop_window(seed, image_shape, p: AugmentParams):
   """SimCLR's random crop box [y, x, h, w] for an image of shape [h, w]."""
-  p = resolve(cfg, image_size)
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       tf.concat([tf.cast(image_shape[:2], tf.int32), [3]], axis=0),
       bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
@@ -158,12 +123,12 @@ def sample_crop_window(seed, image_shape, cfg, image_size=224):
   return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
-def random_crop_and_resize(image, seed, cfg, image_size):
-  """Inception-style crop (area/aspect from cfg), then resize to image_size
+def random_crop_and_resize(image, seed, p: AugmentParams, image_size):
+  """Inception-style crop (area/aspect from p), then resize to image_size
   (values may leave [0, 1] slightly: callers clip where the official code
   does)."""
   cropped = _decode_and_crop(
-      image, lambda shape: sample_crop_window(seed, shape, cfg, image_size))
+      image, lambda shape: sample_crop_window(seed, shape, p))
   return _resize(to_float_rgb(cropped), image_size)
 
 
@@ -171,13 +136,12 @@ def _crop_and_decision_seeds(seed):
   return tf.unstack(tf.random.experimental.stateless_split(seed, 2))
 
 
-def sample_decisions(seed, cfg, image_size):
+def sample_decisions(seed, p: AugmentParams):
   """The random choices of augment_pretrain(image, seed, ...) but the crop box.
 
   Returns a dict of scalar tensors (and `order`, a permutation of the four
   colour-jitter ops). Exposed so tests can check the rate of each choice.
   """
-  p = resolve(cfg, image_size)
   _, decision_seed = _crop_and_decision_seeds(seed)
   seeds = dict(zip(_DECISIONS,
                    tf.unstack(tf.random.experimental.stateless_split(
@@ -262,7 +226,7 @@ def _flip(image, flip):
   return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
-def augment_pretrain(image, seed, cfg, image_size, colors=True):
+def augment_pretrain(image, seed, p: AugmentParams, image_size, colors=True):
   """One SimCLR view: crop, flip, colour jitter, colour drop, blur.
 
   With colors=False the view stops after the flip and is returned as uint8
@@ -271,8 +235,8 @@ def augment_pretrain(image, seed, cfg, image_size, colors=True):
   and flip are the same as with colors=True for the same seed.
   """
   crop_seed, _ = _crop_and_decision_seeds(seed)
-  decisions = sample_decisions(seed, cfg, image_size)
-  image = random_crop_and_resize(image, crop_seed, cfg, image_size)
+  decisions = sample_decisions(seed, p)
+  image = random_crop_and_resize(image, crop_seed, p, image_size)
   image = _flip(image, decisions['flip'])
   if colors:
     image = distort_colors(image, decisions, image_size)
@@ -301,13 +265,12 @@ def distort_colors(image, decisions, image_size):
       lambda: image)
 
 
-def augment_finetune(image, seed, cfg, image_size):
+def augment_finetune(image, seed, p: AugmentParams, image_size):
   """Supervised training view: crop and flip only (as the official code)."""
   crop_seed, flip_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, 2))
-  image = random_crop_and_resize(image, crop_seed, cfg, image_size)
-  flip = tf.random.stateless_uniform((), flip_seed) < resolve(
-      cfg, image_size).flip_prob
+  image = random_crop_and_resize(image, crop_seed, p, image_size)
+  flip = tf.random.stateless_uniform((), flip_seed) < p.flip_prob
   image = tf.clip_by_value(_flip(image, flip), 0.0, 1.0)
   return tf.ensure_shape(image, [image_size, image_size, 3])
 
@@ -322,13 +285,23 @@ def center_crop_window(image_shape, proportion):
                    side])
 
 
-def preprocess_eval(image, cfg, image_size):
+def preprocess_eval(image, p: AugmentParams, image_size):
   """Deterministic eval view: centre crop (skipped for <= 32 px), resize."""
   if image_size <= 32:
     if image.dtype == tf.string:
       image = _decode(image)
     return tf.clip_by_value(_resize(to_float_rgb(image), image_size), 0.0, 1.0)
-  proportion = resolve(cfg, image_size).eval_crop_proportion
+  proportion = p.eval_crop_proportion
   cropped = _decode_and_crop(
       image, lambda shape: center_crop_window(shape, proportion))
   return tf.clip_by_value(_resize(to_float_rgb(cropped), image_size), 0.0, 1.0)
+
+
+def pretrain_views(colors_on_device: bool = False) -> Views:
+  """SimCLR's two views; the colour part left to the device if asked."""
+  return Views(2, functools.partial(augment_pretrain,
+                                    colors=not colors_on_device))
+
+
+# Supervised training (fine-tuning, linear evaluation, distillation).
+FINETUNE_VIEWS = Views(1, augment_finetune)

@@ -23,9 +23,8 @@ OPS = ('brightness', 'contrast', 'saturation', 'hue')
 _GRAY = jnp.array([0.2989, 0.5870, 0.1140], jnp.float32)
 
 
-def sample_params(rng, num: int, cfg, image_size: int) -> dict:
+def sample_params(rng, num: int, p: augment.AugmentParams) -> dict:
   """Per-image random choices, keyed as `augment.sample_decisions`' ones."""
-  p = augment.resolve(cfg, image_size)
   names = ('jitter', 'order', 'drop', 'blur', 'sigma',
            *augment.uniform_ranges(p))
   keys = dict(zip(names, jax.random.split(rng, len(names))))
@@ -160,18 +159,18 @@ def apply_color_augment(images, params, image_size: int, use_blur: bool = True):
   return images
 
 
-def device_color_augment(images, rng, cfg, image_size: int):
+def device_color_augment(images, rng, p: augment.AugmentParams,
+                         image_size: int):
   """SimCLR colour distortion and blur of [n, h, w, 3] images in [0, 1].
 
   A pure function of (images, rng): use a different rng per view and per step,
   e.g. `jax.random.fold_in(jax.random.fold_in(key, step), view)`.
   """
-  p = augment.resolve(cfg, image_size)
-  params = sample_params(rng, images.shape[0], p, image_size)
+  params = sample_params(rng, images.shape[0], p)
   return apply_color_augment(images, params, image_size, use_blur=p.use_blur)
 
 
-def augment_views(images, rng, cfg, image_size: int):
+def augment_views(images, rng, p: augment.AugmentParams, image_size: int):
   """uint8 [b, views, h, w, 3] crops -> float32 SimCLR views in [0, 1].
 
   What the train step runs with config.augment.on_device: each view gets its
@@ -180,5 +179,5 @@ def augment_views(images, rng, cfg, image_size: int):
   images = images.astype(jnp.float32) / 255.0
   return jnp.stack([
       device_color_augment(images[:, view], jax.random.fold_in(rng, view),
-                           cfg, image_size)
+                           p, image_size)
       for view in range(images.shape[1])], axis=1)

@@ -27,7 +27,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from simclr_jax.configs import digits, digits_distill, digits_finetune
-from simclr_jax import checkpoint, data, knn, train
+from simclr_jax import checkpoint, data, evaluators, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where runs and checkpoints go.')
@@ -56,7 +56,7 @@ def _prepare(config, data_dir, quick):
   if quick:
     config.model.width_multiplier /= 2
     config.train.batch_size = 32
-    config.train.eval_batch_size = 64
+    config.evals.batch_size = 64
   return config
 
 
@@ -74,24 +74,24 @@ def logistic_probe(train_x, train_y, test_x, test_y, scaler_x) -> float:
   return float(np.mean(clf.predict(scaler.transform(test_x)) == test_y))
 
 
-def features(config, variables):
-  exp = train.build_experiment(config)
+def features(exp, variables):
+  extract = evaluators.Features(exp.model, exp.mesh, exp.dataset)
   variables = jax.device_put(variables)
-  train_x, train_y = knn.extract_features(exp, variables, config.train_split)
-  test_x, test_y = knn.extract_features(exp, variables, config.eval_split)
+  train_x, train_y = extract(variables, exp.config.train_split)
+  test_x, test_y = extract(variables, exp.config.eval_split)
   return train_x, train_y, test_x, test_y
 
 
-def raw_pixels(config):
+def raw_pixels(exp):
   """The model's eval inputs, flattened (the 8x8 digits, upsampled)."""
   def collect(split):
     xs, ys = [], []
-    for batch in data.make_eval_iterator(config, split=split):
+    for batch in exp.dataset.eval_iter(split):
       keep = batch['label_mask'] > 0
       xs.append(batch['images'][keep, 0, ..., 0].reshape(keep.sum(), -1))
       ys.append(batch['labels'][keep])
     return np.concatenate(xs), np.concatenate(ys)
-  return (*collect(config.train_split), *collect(config.eval_split))
+  return (*collect(exp.config.train_split), *collect(exp.config.eval_split))
 
 
 def run(workdir, data_dir='', quick=False, pretrain_steps=0, finetune_steps=300,
@@ -119,12 +119,13 @@ def run(workdir, data_dir='', quick=False, pretrain_steps=0, finetune_steps=300,
   # 2a. Probes on frozen features and on pixels.
   t0 = time.time()
   loaded = checkpoint.load_weights(pre_dir)
-  simclr = features(pre_config, {'params': loaded['params'],
-                                 'batch_stats': loaded['batch_stats']})
-  random_state = train.create_train_state(train.build_experiment(pre_config))
-  random = features(pre_config, {'params': random_state.params,
-                                 'batch_stats': random_state.batch_stats})
-  pixels = raw_pixels(pre_config)
+  pre_exp = train.build_experiment(pre_config)
+  simclr = features(pre_exp, {'params': loaded['params'],
+                              'batch_stats': loaded['batch_stats']})
+  random_state = train.create_train_state(pre_exp)
+  random = features(pre_exp, {'params': random_state.params,
+                              'batch_stats': random_state.batch_stats})
+  pixels = raw_pixels(pre_exp)
   labels = simclr[1]
   for name, (tx, ty, ex, ey) in (('simclr_probe', simclr),
                                  ('random_probe', random),

@@ -5,11 +5,10 @@ import jax
 from simclr_jax.models.heads import LinearHead
 from simclr_jax.models.heads import ProjectionHead
 from simclr_jax.models.resnet import ResNet
-from simclr_jax.models.simclr import build_model
 from simclr_jax.models.simclr import encoder_output_dim
 from simclr_jax.models.simclr import num_proj_outputs
+from simclr_jax.models.simclr import DTYPES
 from simclr_jax.models.simclr import SimCLR
-from simclr_jax.models.simclr import validate
 
 
 def _encoder_stage(path) -> int | None:
@@ -46,8 +45,9 @@ def trainable_mask(params, config_model):
 
 
 __all__ = [
-    'LinearHead', 'ProjectionHead', 'ResNet', 'SimCLR', 'build_model',
-    'encoder_output_dim', 'num_proj_outputs', 'trainable_mask', 'validate',
+    'DTYPES', 'LinearHead', 'ProjectionHead', 'ResNet', 'SimCLR',
+    'encoder_output_dim', 'head_num_classes', 'num_proj_outputs',
+    'trainable_mask',
 ]
 
 

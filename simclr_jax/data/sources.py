@@ -1,18 +1,16 @@
-"""Training and evaluation input pipelines: datasets by name, label fractions,
-per-process shards, augmentation and batching.
+"""Where training and evaluation examples come from: splits, label fractions
+and the shard each process reads.
 
-Where the examples come from:
   * any prepared tfds image classification dataset (never downloaded here);
   * 'digits': sklearn's digits as a tfds dataset, prepared on first use;
-  * 'folder:/path': the user's own JPEG/PNG files (see `_FolderSplit`).
+  * 'folder:/path': the user's own JPEG/PNG files (see `FolderSplit`).
 
 Every process reads one contiguous shard of a split. Small shards live in
 host memory and are addressed by index; large tfds shards are streamed from
 their files. Either way the training stream is a pure function of
 (config.seed, process, position): epochs are shuffled with seeds derived from
-the epoch number and augmentations with seeds derived from the position, so a
-resumed run skips to its position before any image is decoded and then
-reproduces the original batches bit for bit.
+the epoch number, so a resumed run skips to its position before any image is
+decoded (`data/iterators.py` builds the batches).
 """
 
 import dataclasses
@@ -27,9 +25,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from simclr_jax import console
-from simclr_jax.data import augment
 from simclr_jax.data import digits
-from simclr_jax.modes import LABELLED_MODES, TRAIN_MODES
 from simclr_jax.errors import UserError
 
 FOLDER_PREFIX = 'folder:'
@@ -41,33 +37,7 @@ IMAGENET_SUBSETS = {0.01: 'imagenet2012_subset/1pct',
                     0.1: 'imagenet2012_subset/10pct'}
 
 # Distinct streams derived from one process seed.
-_SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
-
-def keep_tf_off_accelerators():
-  """TF only runs the input pipeline; the accelerators belong to JAX. Called
-  once by the trainer (and by the command line before anything else)."""
-  for kind in ('GPU', 'TPU'):
-    try:
-      tf.config.set_visible_devices([], kind)
-    except (RuntimeError, ValueError):  # Already initialised, or no such type.
-      pass
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """Sizes the trainer needs to plan steps, heads and evaluation."""
-  num_classes: int           # 0 when the dataset has no labels.
-  num_train_examples: int    # The whole train split.
-  num_train_labelled: int    # Known labels inside config.label_fraction.
-  num_eval_examples: int
-  image_shape: tuple         # (image_size, image_size, 3) fed to the model.
-  # Examples in one epoch of make_train_iterator for config.mode: the
-  # labelled subset for finetune/linear_eval, the whole split otherwise.
-  train_epoch_size: int
-  # What evaluation reads, for log lines: the split's name, or the training
-  # images when a folder has no split sub-folders.
-  eval_source: str = ''
-
+SHUFFLE_STREAM, AUGMENT_STREAM = 0, 1
 
 # ---------------------------------------------------------------------------
 # Label fractions.
@@ -108,22 +78,6 @@ def _fraction_mask(labels, fraction, seed):
 def _even_bounds(num_examples, count):
   """Boundaries of `count` contiguous shards whose sizes differ by <= 1."""
   return [num_examples * i // count for i in range(count + 1)]
-
-
-_MEMO = {}
-
-
-def _memoized(key, compute, max_entries=8):
-  """Keeps the few arrays read from disk (labels, small shards) per process.
-
-  The trainer builds an eval iterator per evaluation; re-reading and
-  re-decoding the same split every time would dominate small runs.
-  """
-  if key not in _MEMO:
-    while len(_MEMO) >= max_entries:
-      _MEMO.pop(next(iter(_MEMO)))
-    _MEMO[key] = compute()
-  return _MEMO[key]
 
 
 # ---------------------------------------------------------------------------
@@ -237,36 +191,30 @@ class _TfdsSplit:
       ds = ds.map(lambda ex: {**ex, 'label': tf.constant(-1, tf.int64)})
     return ds
 
-  @property
+  @functools.cached_property
   def labels(self):
     """Labels of the whole split (-1 = unknown), in sharded order."""
     if not self.has_labels:
       return np.full([self.num_examples], -1, np.int64)
-
-    def scan():
-      ds = self.builder.as_dataset(
-          split=self.split, shuffle_files=False,
-          decoders=tfds.decode.PartialDecoding({'label': True}),
-          read_config=_read_config())
-      ds = ds.map(lambda ex: ex['label']).batch(4096)
-      return np.concatenate(list(ds.as_numpy_iterator()) or
-                            [np.zeros([0], np.int64)])
-    return _memoized(('labels', self.builder.data_dir, str(self.split)), scan)
+    ds = self.builder.as_dataset(
+        split=self.split, shuffle_files=False,
+        decoders=tfds.decode.PartialDecoding({'label': True}),
+        read_config=_read_config())
+    ds = ds.map(lambda ex: ex['label']).batch(4096)
+    return np.concatenate(list(ds.as_numpy_iterator()) or
+                          [np.zeros([0], np.int64)])
 
   def load(self, index, count, *, decode):
     """(images, labels) of process `index`'s shard, read into memory.
 
     Images are decoded uint8 [n, h, w, c] if `decode`, else encoded bytes.
     """
-    def read():
-      ds = self.read(self.process_split(index, count), decode_image=decode)
-      images, labels = [], []
-      for ex in ds.batch(1024).as_numpy_iterator():
-        images.append(ex['image'])
-        labels.append(ex['label'])
-      return np.concatenate(images), np.concatenate(labels)
-    key = ('load', self.builder.data_dir, str(self.split), index, count, decode)
-    images, labels = _memoized(key, read)
+    ds = self.read(self.process_split(index, count), decode_image=decode)
+    images, labels = [], []
+    for ex in ds.batch(1024).as_numpy_iterator():
+      images.append(ex['image'])
+      labels.append(ex['label'])
+    images, labels = np.concatenate(images), np.concatenate(labels)
     if len(labels) != self.process_sizes(count)[index]:
       raise UserError(
           f'{self.name!r} {self.split!r} shard {index}/{count} holds '
@@ -373,30 +321,8 @@ def _parse_dataset(config):
   return 'tfds', dataset
 
 
-@dataclasses.dataclass
-class _TrainSet:
-  """The training split and which of its examples count as labelled."""
-  split: object                    # _TfdsSplit | _FolderSplit
-  labelled_only: bool              # finetune/linear_eval: drop the rest.
-  # Global bool mask over the split (labels known and inside the fraction),
-  # or None: every known label counts (fraction 1, or a subset dataset).
-  fraction_mask: np.ndarray = None
-  # ImageNet pretraining with an official subset: membership by file name.
-  subset_file_names: np.ndarray = None
-  num_labelled: int = 0
-
-
-def _check_common(config):
-  if not isinstance(config.image_size, int) or config.image_size <= 0:
-    raise UserError(f'config.image_size must be a positive int, got '
-                     f'{config.image_size!r}.')
-  if not 0 < config.label_fraction <= 1:
-    raise UserError(f'config.label_fraction must be in (0, 1], got '
-                     f'{config.label_fraction}.')
-  augment.validate(config.augment, config.image_size)
-
-
-def _open_eval(config, split=None):
+def open_eval(config, split=None):
+  """The eval split (config.eval_split unless `split` names another)."""
   kind, name = _parse_dataset(config)
   split = config.eval_split if split is None else split
   if kind == 'folder':
@@ -419,58 +345,67 @@ def _imagenet_subset(config):
 
 def _subset_file_names(subset_split):
   """File names in an official subset: how pretraining marks its labels."""
-  def scan():
-    ds = subset_split.builder.as_dataset(
-        split=subset_split.split, shuffle_files=False,
-        decoders=tfds.decode.PartialDecoding({'file_name': True}),
-        read_config=_read_config())
-    return np.array(sorted(ex['file_name'] for ex in ds.as_numpy_iterator()))
-  return _memoized(('file_names', subset_split.builder.data_dir,
-                    str(subset_split.split)), scan)
+  ds = subset_split.builder.as_dataset(
+      split=subset_split.split, shuffle_files=False,
+      decoders=tfds.decode.PartialDecoding({'file_name': True}),
+      read_config=_read_config())
+  return np.array(sorted(ex['file_name'] for ex in ds.as_numpy_iterator()))
 
 
-def _open_train(config):
-  """Resolves the training set for config.mode, validating everything."""
+@dataclasses.dataclass
+class TrainSplit:
+  """The training split and which of its examples count as labelled."""
+  split: object                    # _TfdsSplit | _FolderSplit
+  num_labelled: int
+  # Global bool mask over the split (labels known and inside the fraction),
+  # or None: every known label counts.
+  fraction_mask: np.ndarray = None
+  # ImageNet with an official label subset: that subset's split.
+  subset: object = None
+
+  def shard(self, index, count, *, labelled_only, cache, shuffle_buffer):
+    """What process `index` of `count` trains on: the labelled examples
+    only, or all of them with a mask saying which are labelled."""
+    if self.subset is not None and labelled_only:
+      # The official subset is itself the labelled training set.
+      return shard_for_process(self.subset, index, count, cache=cache,
+                               shuffle_buffer=shuffle_buffer)
+    names = (_subset_file_names(self.subset) if self.subset is not None
+             else None)
+    return shard_for_process(
+        self.split, index, count, labelled_only=labelled_only,
+        fraction_mask=self.fraction_mask, subset_file_names=names,
+        cache=cache, shuffle_buffer=shuffle_buffer)
+
+
+def open_train(config) -> TrainSplit:
+  """The training split of config.dataset, its labels counted once."""
   kind, name = _parse_dataset(config)
-  labelled_only = config.mode in LABELLED_MODES
   fraction = config.label_fraction
   if kind == 'folder':
     split = _FolderSplit(name, config.train_split, 'train_split',
                          config.train_split)
   else:
-    subset = _imagenet_subset(config)
-    if subset and labelled_only:
-      # The official subset is itself the labelled training set.
-      split = _TfdsSplit(_tfds_builder(subset, config.data_dir),
-                         config.train_split, 'train_split')
-      return _TrainSet(split, labelled_only, num_labelled=split.num_examples)
     split = _TfdsSplit(_tfds_builder(name, config.data_dir),
                        config.train_split, 'train_split')
+    subset = _imagenet_subset(config)
     if subset:
       try:
         subset_split = _TfdsSplit(_tfds_builder(subset, config.data_dir),
-                                  'train', 'train_split')
+                                  config.train_split, 'train_split')
       except ValueError as e:
         raise UserError(
             f'label_fraction={fraction} on imagenet2012 uses the official '
             f'subset {subset!r} to mark labelled examples; prepare it or set '
             'config.label_fraction = 1.0.') from e
-      names = _subset_file_names(subset_split)
-      return _TrainSet(split, labelled_only, subset_file_names=names,
-                       num_labelled=len(names))
+      return TrainSplit(split, num_labelled=subset_split.num_examples,
+                        subset=subset_split)
   if fraction < 1 or split.labels_are_cheap():
     mask = _fraction_mask(split.labels, fraction, config.label_fraction_seed)
-    train = _TrainSet(split, labelled_only, fraction_mask=mask,
-                      num_labelled=int(mask.sum()))
-  else:  # Large dataset, all labels: trust that the split is labelled.
-    train = _TrainSet(split, labelled_only,
-                      num_labelled=split.num_examples if split.has_labels
-                      else 0)
-  if labelled_only and train.num_labelled == 0:
-    raise UserError(
-        f'config.mode={config.mode!r} needs labels but the train split '
-        f'{config.train_split!r} of {config.dataset!r} has none.')
-  return train
+    return TrainSplit(split, num_labelled=int(mask.sum()), fraction_mask=mask)
+  # A large dataset with all labels: trust that the split is labelled.
+  return TrainSplit(split, num_labelled=(split.num_examples if split.has_labels
+                                         else 0))
 
 
 def class_names(config) -> list:
@@ -500,38 +435,12 @@ def class_names(config) -> list:
   return [str(n) for n in names]
 
 
-def get_dataset_info(config):
-  """Sizes and shapes of config's dataset; ValueError on any bad setting."""
-  _check_common(config)
-  train = _open_train(config)
-  evaluation = _open_eval(config)
-  num_train = train.split.num_examples
-  if _imagenet_subset(config) and train.labelled_only:
-    num_train = _TfdsSplit(_tfds_builder(config.dataset, config.data_dir),
-                           config.train_split, 'train_split').num_examples
-  eval_source = str(config.eval_split)
-  if kind_and_root(config)[0] == 'folder' and (
-      evaluation.directory == train.split.directory):
-    eval_source = (f'the training images (folder {evaluation.directory} has '
-                   f'no {config.train_split}/ and {config.eval_split}/ '
-                   'sub-folders)')
-    logging.warning('Evaluating on %s.', eval_source)
-  return DatasetInfo(
-      eval_source=eval_source,
-      num_classes=train.split.num_classes,
-      num_train_examples=num_train,
-      num_train_labelled=train.num_labelled,
-      num_eval_examples=evaluation.num_examples,
-      image_shape=(config.image_size, config.image_size, 3),
-      train_epoch_size=(train.num_labelled if train.labelled_only
-                        else num_train))
-
-
 # ---------------------------------------------------------------------------
 # What one process reads: examples in memory, or a stream of tfds records.
 
 
-def _fold(seed, *data):
+def fold(seed, *data):
+  """A TF stateless seed folded with each of `data` in turn."""
   for value in data:
     seed = tf.random.experimental.stateless_fold_in(seed, value)
   return seed
@@ -581,7 +490,7 @@ class MemoryShard:
     def example_at(position):
       epoch, offset = position // n, position % n
       index = tf.random.experimental.index_shuffle(
-          offset, _fold(seed, _SHUFFLE_STREAM, epoch), n - 1)
+          offset, fold(seed, SHUFFLE_STREAM, epoch), n - 1)
       return position, load(index)
     return tf.data.Dataset.counter(start_position).map(example_at)
 
@@ -590,7 +499,7 @@ class MemoryShard:
 
 
 @dataclasses.dataclass
-class _StreamShard:
+class StreamShard:
   """A process's shard of a large tfds split, read from its files in order.
 
   Each epoch goes through a shuffle buffer seeded by the epoch, so skipping to
@@ -633,7 +542,7 @@ class _StreamShard:
 
     def epoch(index):
       shuffle_seed = tf.random.stateless_uniform(
-          [], _fold(seed, _SHUFFLE_STREAM, index), minval=None, maxval=None,
+          [], fold(seed, SHUFFLE_STREAM, index), minval=None, maxval=None,
           dtype=tf.int64)
       shuffled = records.shuffle(self.shuffle_buffer, seed=shuffle_seed,
                                  reshuffle_each_iteration=False)
@@ -680,7 +589,7 @@ def _folder_shard(split, indices, label_mask, cache):
                       indices)
 
 
-def _shard(split, index, count, *, labelled_only=False, fraction_mask=None,
+def shard_for_process(split, index, count, *, labelled_only=False, fraction_mask=None,
            subset_file_names=None, cache=False, shuffle_buffer=10_000):
   """What process `index` of `count` reads from `split`."""
   sizes = split.process_sizes(count)
@@ -718,137 +627,9 @@ def _shard(split, index, count, *, labelled_only=False, fraction_mask=None,
 
   num_examples = (int(label_mask.sum()) if labelled_only and
                   fraction_mask is not None else sizes[index])
-  return _StreamShard(split, process_split, offset, num_examples,
+  return StreamShard(split, process_split, offset, num_examples,
                       shuffle_buffer, fraction_mask=fraction_mask,
                       subset_file_names=subset_file_names,
                       labelled_only=labelled_only)
 
 
-# ---------------------------------------------------------------------------
-# Iterators.
-
-
-def _process(process_index, process_count):
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    if process_index is None:
-      process_index = jax.process_index()
-    if process_count is None:
-      process_count = jax.process_count()
-  if not 0 <= process_index < process_count:
-    raise UserError(f'process_index {process_index} not in [0, '
-                     f'{process_count}).')
-  return process_index, process_count
-
-
-def _per_process_batch(global_batch, process_count, field):
-  if global_batch <= 0 or global_batch % process_count:
-    raise UserError(f'config.{field}={global_batch} must be a positive '
-                     f'multiple of the process count {process_count}.')
-  return global_batch // process_count
-
-
-def _options():
-  options = tf.data.Options()
-  options.deterministic = True
-  options.threading.max_intra_op_parallelism = 1
-  options.experimental_optimization.map_parallelization = True
-  return options
-
-
-def make_train_iterator(config, *, start_step=0, process_index=None,
-                        process_count=None):
-  """Infinite iterator of this process's training batches (numpy dicts).
-
-  Keys: 'images' float32 [b, views, H, W, 3] in [0, 1] (2 SimCLR views for
-  pretraining, 1 crop+flip view otherwise; uint8 cropped and flipped views
-  when config.augment.on_device, the train step adding the colour part),
-  'labels' int32 [b] (0 where
-  unknown) and 'label_mask' float32 [b]. Batch k of a run started at
-  start_step is batch start_step + k of a run started at 0.
-  """
-  _check_common(config)
-  if config.mode not in TRAIN_MODES:
-    raise UserError(f'config.mode={config.mode!r} has no training data; '
-                     f'expected one of {TRAIN_MODES}.')
-  if start_step < 0:
-    raise UserError(f'start_step must be >= 0, got {start_step}.')
-  index, count = _process(process_index, process_count)
-  batch_size = _per_process_batch(config.train.batch_size, count,
-                                  'train.batch_size')
-  train = _open_train(config)
-  shard = _shard(train.split, index, count, labelled_only=train.labelled_only,
-                 fraction_mask=train.fraction_mask,
-                 subset_file_names=train.subset_file_names,
-                 cache=config.cache_train,
-                 shuffle_buffer=config.shuffle_buffer)
-  if shard.num_examples == 0:
-    raise UserError(f'Process {index} of {count} has no training examples '
-                     f'in {config.dataset!r} {config.train_split!r}.')
-
-  return train_dataset(shard, config, process_index=index,
-                       start_step=start_step,
-                       batch_size=batch_size).as_numpy_iterator()
-
-
-def train_dataset(shard, config, *, process_index, start_step, batch_size):
-  """Augmented, batched tf.data over a shard (shared with the benchmark)."""
-  seed = _fold(tf.constant([config.seed, 0], tf.int64), process_index)
-  size, aug = config.image_size, augment.resolve(config.augment,
-                                                 config.image_size)
-  if config.mode == 'pretrain':
-    view_fn = functools.partial(augment.augment_pretrain,
-                                colors=not config.augment.on_device)
-    num_views = 2
-  else:
-    view_fn, num_views = augment.augment_finetune, 1
-
-  def augment_example(position, example):
-    example_seed = _fold(seed, _AUGMENT_STREAM, position)
-    views = [view_fn(example['image'], _fold(example_seed, view), aug, size)
-             for view in range(num_views)]
-    return {'images': tf.stack(views), 'labels': example['label'],
-            'label_mask': example['label_mask']}
-
-  ds = shard.train_examples(start_step * batch_size, seed)
-  ds = ds.map(augment_example, num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
-  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  return ds.with_options(_options())
-
-
-def make_eval_iterator(config, *, split=None, process_index=None,
-                       process_count=None):
-  """One pass over this process's shard of the eval split, padded.
-
-  Keys: 'images' float32 [b, 1, H, W, 3], 'labels' int32 [b], 'mask' float32
-  [b] (0 for padding) and 'label_mask' (mask and label known). Every process
-  yields the same number of batches, so collectives never wait on a
-  finished host, and over all processes each example has mask 1 exactly once.
-  """
-  _check_common(config)
-  index, count = _process(process_index, process_count)
-  batch_size = _per_process_batch(config.train.eval_batch_size, count,
-                                  'train.eval_batch_size')
-  evaluation = _open_eval(config, split)
-  shard = _shard(evaluation, index, count)
-  num_batches = -(-max(evaluation.process_sizes(count)) // batch_size)
-  size, aug = config.image_size, augment.resolve(config.augment,
-                                                 config.image_size)
-
-  def preprocess(example):
-    image = augment.preprocess_eval(example['image'], aug, size)
-    return {'images': image[None], 'labels': example['label'],
-            'mask': tf.constant(1.0), 'label_mask': example['label_mask']}
-
-  padding = {'images': tf.zeros([1, size, size, 3]),
-             'labels': tf.constant(0, tf.int32), 'mask': tf.constant(0.0),
-             'label_mask': tf.constant(0.0)}
-  # take(): a stream never yields more than its metadata promised the others.
-  ds = shard.eval_examples().take(shard.num_examples)
-  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
-  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
-  ds = ds.take(num_batches * batch_size).batch(batch_size)
-  ds = ds.prefetch(tf.data.AUTOTUNE)
-  return ds.with_options(_options()).as_numpy_iterator()
