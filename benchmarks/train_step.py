@@ -30,8 +30,9 @@ from benchmarks import common
 import jax
 import numpy as np
 
+from simclr_jax import configs, parallel, train
 from simclr_jax.configs import default
-from simclr_jax import parallel, train
+from simclr_jax.data import augment as augment_lib
 from simclr_jax.data import device_augment
 
 MODELS = common.MODELS
@@ -120,8 +121,10 @@ def measure_device_augment(config, batch_size, *, warmup, repeats):
   what moving colour and blur off the host would add to the step."""
   views = jax.random.uniform(jax.random.key(0), (
       2 * batch_size, config.image_size, config.image_size, 3))
+  configs.fill_auto_fields(config)
+  params = augment_lib.AugmentParams.from_config(config.augment)
   augment = jax.jit(lambda x, key: device_augment.device_color_augment(
-      x, key, config.augment, config.image_size))
+      x, key, params, config.image_size))
   compiled = augment.lower(views, jax.random.key(1)).compile()
   timing = common.time_windows(
       lambda: compiled(views, jax.random.key(1)).block_until_ready(),

@@ -16,7 +16,7 @@ import ml_collections
 
 from simclr_jax import checkpoint, configs, optim, tasks
 from simclr_jax.errors import UserError
-from simclr_jax.models import DTYPES
+from simclr_jax.models import DTYPES, num_proj_outputs
 from simclr_jax.models.conv import CONV_IMPLS
 from simclr_jax.models.heads import PROJ_HEAD_MODES
 from simclr_jax.models.resnet import BLOCKS_PER_GROUP
@@ -241,8 +241,8 @@ def _combination_problems(config, bad) -> list[str]:
                     '(a finetune workdir)')
   head = ('model.proj_head_mode', 'model.num_proj_layers', 'model.ft_proj_selector')
   if mode in ('finetune', 'supervised', 'distill') and valid(*head):
-    head_mode, layers, selector = map(get, head)
-    n_proj = {'none': 0, 'linear': 1, 'nonlinear': layers}[head_mode]
+    head_mode, _, selector = map(get, head)
+    n_proj = num_proj_outputs(config.model) - 1
     if selector > n_proj:
       problems.append(f'config.model.ft_proj_selector={selector} is beyond the '
                       f'projection head ({n_proj} layers with '

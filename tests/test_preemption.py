@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from simclr_jax import checkpoint, preemption, train
-from tiny import tiny_config
+from tiny import open_data, tiny_config
 
 pytestmark = pytest.mark.filterwarnings(
     'ignore::pytest.PytestUnraisableExceptionWarning')
@@ -322,8 +322,7 @@ def test_sigterm_to_one_of_two_processes_stops_all_at_one_step(data_dir,
   """SIGTERM to process 1 only: both agree on a step, save it, exit with the
   preempted code; the same command then resumes and ends bit-identical to
   an uninterrupted 2-process run."""
-  from simclr_jax import data  # pylint: disable=g-import-not-at-top
-  data.get_dataset_info(tiny_config(data_dir))  # Prepared before the race.
+  open_data(tiny_config(data_dir))  # Prepared before the race.
 
   # The uninterrupted reference runs meanwhile (its own port and workdir).
   reference = str(tmp_path / 'reference')

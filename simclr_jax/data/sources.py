@@ -306,9 +306,6 @@ def kind_and_root(config):
 def _parse_dataset(config):
   """config.dataset -> ('folder', root) or ('tfds', name), preparing digits."""
   dataset = config.dataset
-  if not isinstance(dataset, str) or not dataset:
-    raise UserError(f'config.dataset must be a non-empty string, got '
-                     f'{dataset!r}.')
   if dataset.startswith(FOLDER_PREFIX):
     root = os.path.expanduser(dataset[len(FOLDER_PREFIX):])
     if not root:
