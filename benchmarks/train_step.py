@@ -68,7 +68,7 @@ def synthetic_batch(mesh, batch_size, image_size, views=2, uint8=False):
 
 def measure(name, width, batch_size, dtype, devices, *, warmup, repeats,
             steps, profile_dir='', colors_on_device=False):
-  """One row: compile time, step time statistics, FLOPs, warnings, compiles."""
+  """One row: compile time, step time statistics, FLOPs, warnings."""
   config = make_config(name, width, batch_size, dtype, colors_on_device)
   exp = train.build_experiment(config)
   exp = dataclasses.replace(exp, mesh=parallel.make_mesh(devices))
@@ -111,7 +111,6 @@ def measure(name, width, batch_size, dtype, devices, *, warmup, repeats,
       xla_bytes_per_step=bytes_accessed,
       flops_per_byte=flops / bytes_accessed if bytes_accessed else None,
       op_time_shares=common.trace_op_shares(profile_dir) if profile_dir else None,
-      compiles=step.compiles,
       donation_warnings=donation, loss=loss,
       param_dtype=str(jax.tree.leaves(live['state'].params)[0].dtype))
 
@@ -231,8 +230,7 @@ def main(argv=None):
       ('spread', 'spread', '.2f'), ('images_per_s', 'img/s', '.1f'),
       ('achieved_tflops', 'TFLOP/s', '.4f'),
       ('flops_per_byte', 'FLOP/B', '.1f'),
-      ('mfu_measured', 'MFU meas', '.2f'), ('mfu_nominal', 'MFU nom', '.3f'),
-      ('compiles', 'compiles', 'd')])
+      ('mfu_measured', 'MFU meas', '.2f'), ('mfu_nominal', 'MFU nom', '.3f')])
   for row in rows:
     if row['op_time_shares']:
       print(f'{row["model"]} {row["dtype"]} batch {row["batch_size"]}, device '

@@ -112,10 +112,6 @@ class CompiledOnce:
       barrier(f'compiled_{self.name}')
     return self.compiled(*args)
 
-  @property
-  def compiles(self) -> int:
-    return int(self.compiled is not None)
-
 
 _barrier_count = 0
 

@@ -320,7 +320,9 @@ def _check_nonfinite(state, config, seen: int) -> int:
 @preemption.handles_signals
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs config.mode in `workdir`, resuming from its checkpoints. Returns the
-  final evaluation (and a few run facts) as a dict."""
+  final evaluation (and a few run facts) as a dict; 'history' holds the
+  logged metric means with their step and the seconds since this call."""
+  started = time.time()
   workdir = paths.resolve_workdir(workdir, 'workdir')
   exp = build_experiment(config, workdir)
   config, task = exp.config, exp.task
@@ -375,7 +377,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if itstime(step, config.train.log_every_steps, total, last=True):
         seen_nonfinite = _check_nonfinite(state, config, seen_nonfinite)
         summary = _flush_metrics(window, step, writer)
-        history.append(dict(summary, step=step))
+        history.append(dict(summary, step=step,
+                            seconds=time.time() - started))
         window = []
         progress.report(step, summary)
       # The last step's evaluations are the final ones, after the loop.
@@ -403,8 +406,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_seconds = time.time() - t0
   result = {'step': int(jax.device_get(state.step)), 'start_step': start_step,
             'preempted': preempted, 'nonfinite_steps': seen_nonfinite,
-            'history': history, 'train_seconds': train_seconds,
-            'train_compiles': train_step.compiles}
+            'history': history, 'train_seconds': train_seconds}
   result.update({'train/' + k: v for k, v in summary.items()})
   if not preempted:
     for name, evaluator in evals.items():

@@ -43,7 +43,7 @@ def test_train_step_benchmark(tmp_path):
             'achieved_tflops', 'measured_peak_tflops', 'mfu_measured')
   assert row['devices'] == 2 and row['views_per_s'] == 2 * row['images_per_s']
   assert row['step_s_min'] <= row['step_s'] <= row['step_s_max']
-  assert row['compiles'] == 1 and row['donation_warnings'] == []
+  assert row['donation_warnings'] == []
   assert row['param_dtype'] == 'float32' and np.isfinite(row['loss'])
   assert row['mfu_nominal'] is None  # No nominal peak for a CPU.
   (augment,) = report['device_augment']
@@ -105,7 +105,10 @@ def test_train_step_compiles_once_donates_and_keeps_fp32_weights():
     warnings.filterwarnings('error', message='.*donat.*')
     first, _ = step(state, batch, {})
     second, metrics = step(first, batch, {})
-  assert step.compiles == 1
+  # Compiled once, ahead of time: other shapes are refused, never recompiled.
+  with pytest.raises(TypeError):
+    step(second, train_step.synthetic_batch(exp.mesh, 16, config.image_size),
+         {})
   assert all(leaf.is_deleted() for leaf in jax.tree.leaves(first.params))
   assert {leaf.dtype for leaf in jax.tree.leaves(second.params)} == {
       np.dtype('float32')}

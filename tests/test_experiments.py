@@ -33,3 +33,20 @@ def test_digits_table_quick(tmp_path):
                for c in row.strip('|').split('|')[1:])
   assert 'cmd --quick' in text and 'plot.png' in text
   assert os.path.getsize(png) > 1000
+
+
+def test_digits_curve_quick(tmp_path):
+  from simclr_jax.experiments import digits_curve  # pylint: disable=g-import-not-at-top
+  results = digits_curve.run(str(tmp_path / 'runs'), 'digits',
+                             str(tmp_path / 'tfds'), quick=True)
+  assert [p['step'] for p in results['points']] == [2, 4]
+  for point in results['points']:
+    assert point['seconds'] > 0
+    assert set(point['probe']) == {'0.1', '1.0'}
+    assert all(0.0 <= mean <= 1.0 for mean, _ in point['probe'].values())
+  assert results['points'][0]['seconds'] < results['points'][1]['seconds']
+  md, png = str(tmp_path / 'curve.md'), str(tmp_path / 'curve.png')
+  digits_curve.write_markdown(results, md, 'curve.png', 'cmd --quick')
+  digits_curve.plot(results, png)
+  rows = [l for l in open(md).read().splitlines() if l.startswith('| ')]
+  assert len(rows) == 1 + 2 and os.path.getsize(png) > 1000

@@ -50,7 +50,7 @@ METHODS = {
 }
 
 
-def _prepare(config, data_dir, quick):
+def prepare(config, data_dir, quick):
   """Sets the data_dir; --quick also shrinks the model and batches."""
   config.data_dir = data_dir
   if quick:
@@ -104,7 +104,7 @@ def run(workdir, data_dir='', quick=False, pretrain_steps=0, finetune_steps=300,
   timings, acc = {}, {m: {f: [] for f in fractions} for m in METHODS}
 
   # 1. SimCLR pretraining, labels unused.
-  pre_config = _prepare(digits.get_config(), data_dir, quick)
+  pre_config = prepare(digits.get_config(), data_dir, quick)
   pre_config.train.lineareval_while_pretraining = False
   if quick:
     pre_config.train.steps = 6
@@ -144,7 +144,7 @@ def run(workdir, data_dir='', quick=False, pretrain_steps=0, finetune_steps=300,
     t0 = time.time()
     for f in fractions:
       for seed in seeds:
-        config = _prepare(digits_finetune.get_config(), data_dir, quick)
+        config = prepare(digits_finetune.get_config(), data_dir, quick)
         config.mode = mode
         config.init_checkpoint = pre_dir if mode == 'finetune' else ''
         config.label_fraction = f
@@ -166,7 +166,7 @@ def run(workdir, data_dir='', quick=False, pretrain_steps=0, finetune_steps=300,
                         pre_config.model.width_multiplier),
                        ('narrower student (half width)',
                         pre_config.model.width_multiplier / 2)):
-    config = _prepare(digits_distill.get_config(), data_dir, quick)
+    config = prepare(digits_distill.get_config(), data_dir, quick)
     config.distill.teacher_checkpoint = teacher_dir
     config.model.width_multiplier = width
     config.train.steps = distill_steps
