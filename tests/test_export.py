@@ -145,6 +145,8 @@ def test_digits_table_writes_under_its_workdir(tmp_path, monkeypatch):
                           for m in digits_table.METHODS},
              'distillation': {'teacher': 0.5}, 'seconds': {'pretrain': 1.0}}
   monkeypatch.setattr(digits_table, 'run', lambda *a, **k: results)
+  if 'distill_steps' not in flags.FLAGS:   # Defined by its command line only.
+    digits_table.define_flags()
   monkeypatch.chdir(tmp_path)           # Where a relative docs/ would land.
   workdir = str(tmp_path / 'table')
   flags.FLAGS(['digits_table', f'--workdir={workdir}'])

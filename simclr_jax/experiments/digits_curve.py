@@ -25,13 +25,7 @@ from simclr_jax import checkpoint, data, train
 from simclr_jax.experiments import digits_table
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Where the run and its checkpoints go.')
-flags.DEFINE_string('config', 'digits', 'A packaged config name[:arg].')
-flags.DEFINE_string('data_dir', '', 'tfds data_dir ("" = default).')
-flags.DEFINE_integer('every', 50, 'Checkpoint (and score) every N steps.')
-flags.DEFINE_string('output_dir', '', 'Where curve.md and curve.png go '
-                    '("" = the workdir).')
-flags.DEFINE_bool('quick', False, 'A few steps, one seed (for tests).')
+
 
 
 def _load_config(spec):
@@ -144,5 +138,17 @@ def main(argv):
   logging.info('Wrote %s', os.path.join(output_dir, 'curve.md'))
 
 
+def define_flags():
+  """The command line's flags (defined when run, not on import)."""
+  flags.DEFINE_string('workdir', None, 'Where the run and its checkpoints go.')
+  flags.DEFINE_string('config', 'digits', 'A packaged config name[:arg].')
+  flags.DEFINE_string('data_dir', '', 'tfds data_dir ("" = default).')
+  flags.DEFINE_integer('every', 50, 'Checkpoint (and score) every N steps.')
+  flags.DEFINE_string('output_dir', '', 'Where curve.md and curve.png go '
+                      '("" = the workdir).')
+  flags.DEFINE_bool('quick', False, 'A few steps, one seed (for tests).')
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

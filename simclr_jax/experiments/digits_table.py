@@ -30,14 +30,7 @@ from simclr_jax.configs import digits, digits_distill, digits_finetune
 from simclr_jax import checkpoint, data, evaluators, train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Where runs and checkpoints go.')
-flags.DEFINE_string('data_dir', '', 'tfds data_dir ("" = default).')
-flags.DEFINE_string('output_dir', '', 'Where results.md and the plot go '
-                    '("" = the workdir; docs to refresh docs/results.md).')
-flags.DEFINE_bool('quick', False, 'Every stage, tiny budgets (for tests).')
-flags.DEFINE_integer('pretrain_steps', 0, 'Override the pretraining steps.')
-flags.DEFINE_integer('finetune_steps', 300, 'Steps per fine-tuning run.')
-flags.DEFINE_integer('distill_steps', 600, 'Steps per distillation run.')
+
 
 FRACTIONS = (0.02, 0.05, 0.1, 1.0)
 SEEDS = (0, 1, 2, 3, 4)
@@ -271,5 +264,18 @@ def main(argv):
   logging.info('Wrote %s', os.path.join(output_dir, 'results.md'))
 
 
+def define_flags():
+  """The command line's flags (defined when run, not on import)."""
+  flags.DEFINE_string('workdir', None, 'Where runs and checkpoints go.')
+  flags.DEFINE_string('data_dir', '', 'tfds data_dir ("" = default).')
+  flags.DEFINE_string('output_dir', '', 'Where results.md and the plot go '
+                      '("" = the workdir; docs to refresh docs/results.md).')
+  flags.DEFINE_bool('quick', False, 'Every stage, tiny budgets (for tests).')
+  flags.DEFINE_integer('pretrain_steps', 0, 'Override the pretraining steps.')
+  flags.DEFINE_integer('finetune_steps', 300, 'Steps per fine-tuning run.')
+  flags.DEFINE_integer('distill_steps', 600, 'Steps per distillation run.')
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
