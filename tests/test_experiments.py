@@ -39,7 +39,7 @@ def test_digits_curve_quick(tmp_path):
   from simclr_jax.experiments import digits_curve  # pylint: disable=g-import-not-at-top
   results = digits_curve.run(str(tmp_path / 'runs'), 'digits',
                              str(tmp_path / 'tfds'), quick=True)
-  assert [p['step'] for p in results['points']] == [2, 4]
+  assert [p['step'] for p in results['points']] == [3, 6]
   for point in results['points']:
     assert point['seconds'] > 0
     assert set(point['probe']) == {'0.1', '1.0'}

@@ -2,14 +2,14 @@
 
 A small CIFAR-stem ResNet-18 (width 0.25) on 8x8 digits upsampled to 16x16:
 590 steps (time and accuracy measured in README.md and docs/results.md).
-Args: `runlocal` (a few steps, for smoke tests).
+Args: `epochs` (120), `runlocal` (a few steps, for smoke tests).
 """
 
 from simclr_jax.configs import default
 
 
 def get_config(arg=None):
-  args = default.parse_arg(arg, runlocal=False)
+  args = default.parse_arg(arg, runlocal=False, epochs=120.0)
   config = default.get_config()
   config.dataset = 'digits'
   config.image_size = 16
@@ -23,7 +23,7 @@ def get_config(arg=None):
   config.model.width_multiplier = 0.25
 
   config.train.batch_size = 256
-  config.train.epochs = 120
+  config.train.epochs = args.epochs
   config.train.learning_rate = 1.0
   config.train.warmup_epochs = 10
   config.train.weight_decay = 1e-4
