@@ -127,8 +127,7 @@ def main(argv=None):
   rows = []
   report = {'benchmark': 'conv_shapes', 'tiny': args.tiny,
             'machine': common.machine(
-                torch=torch.__version__ if use_torch else None,
-                xla_flags=os.environ.get('XLA_FLAGS', '')),
+                torch=torch.__version__ if use_torch else None),
             'args': vars(args), 'results': rows}
   shapes = resnet18_cifar_shapes(args.width)
   for cin, cout, size, kernel, stride, count in shapes:

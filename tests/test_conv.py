@@ -20,6 +20,13 @@ from simclr_jax.models import conv as conv_lib
 NHWC = conv_lib.NHWC
 
 
+@pytest.fixture(autouse=True)
+def phase_gradient_at_every_size(monkeypatch):
+  """The tiny inputs here are below the size where matmul_conv switches to
+  the phase-decomposed input gradient: test that path at every size."""
+  monkeypatch.setattr(conv_lib, 'PHASE_GRAD_MIN_INPUT_PIXELS', 0)
+
+
 def fixed_padding(kernel):
   total = kernel - 1
   return ((total // 2, total - total // 2),) * 2
@@ -90,6 +97,19 @@ def test_unsupported_arguments_stay_native():
   np.testing.assert_array_equal(
       conv_lib.matmul_conv(x, w, (2, 2), 'SAME', dimension_numbers=NHWC),
       lax.conv_general_dilated(x, w, (2, 2), 'SAME', dimension_numbers=NHWC))
+
+
+def test_small_strided_inputs_keep_the_native_gradient(monkeypatch):
+  monkeypatch.setattr(conv_lib, 'PHASE_GRAD_MIN_INPUT_PIXELS', 10 * 10)
+  x, w = jnp.zeros((1, 9, 9, 8)), jnp.zeros((3, 3, 8, 4))
+  calls = []
+  monkeypatch.setattr(conv_lib, 'strided_conv',
+                      lambda *args: calls.append(args) or 0.0)
+  conv_lib.matmul_conv(x, w, (2, 2), fixed_padding(3), dimension_numbers=NHWC)
+  assert not calls
+  conv_lib.matmul_conv(jnp.zeros((1, 10, 10, 8)), w, (2, 2), fixed_padding(3),
+                       dimension_numbers=NHWC)
+  assert len(calls) == 1
 
 
 def test_strided_conv_in_bfloat16():

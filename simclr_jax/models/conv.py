@@ -8,11 +8,12 @@ convolution as a convolution over a zero-dilated copy of the output gradient
 * 1x1 convolutions as a dot (strided ones on the subsampled input);
 * convolutions over at most IM2COL_MAX_IN_CHANNELS input channels (the RGB
   stem, where im2col is cheap) as im2col + dot;
-* strided k x k convolutions natively, with a custom gradient whose input
-  gradient is one stride-1 convolution of the output gradient with the
-  kernel's taps regrouped by input phase (s*s*C output channels) followed by a
-  depth-to-space interleave: the same sums without the inserted zeros
-  (`strided_input_grad`); the kernel gradient is XLA's own;
+* strided k x k convolutions over inputs of at least
+  PHASE_GRAD_MIN_INPUT_PIXELS pixels natively, with a custom gradient: its
+  input gradient is one stride-1 convolution of the output gradient with the
+  kernel's taps regrouped by input phase (s*s*C output channels), then a
+  depth-to-space interleave, i.e. the same sums without the inserted zeros
+  (`strided_input_grad`); its kernel gradient is XLA's own;
 * other k x k convolutions natively.
 
 It has the signature of `lax.conv_general_dilated` and is passed to
@@ -31,6 +32,9 @@ CONV_IMPLS = ('auto', 'xla', 'matmul')
 NHWC = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
 # k x k kernels over more input channels than this stay convolutions.
 IM2COL_MAX_IN_CHANNELS = 4
+# Strided k x k convolutions over inputs of fewer pixels than this keep XLA's
+# own input gradient (measured no faster there, per shape).
+PHASE_GRAD_MIN_INPUT_PIXELS = 16 * 16
 
 
 def conv_impl_for_backend(conv_impl: str, backend: str | None = None) -> str:
@@ -56,7 +60,8 @@ def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
                 preferred_element_type=None):
   """lax.conv_general_dilated for NHWC x HWIO with explicit padding, no
   dilation and one group: a dot for 1x1 kernels and for inputs of at most
-  IM2COL_MAX_IN_CHANNELS channels, `strided_conv` for other strided kernels.
+  IM2COL_MAX_IN_CHANNELS channels, `strided_conv` for other strided kernels
+  over inputs of at least PHASE_GRAD_MIN_INPUT_PIXELS pixels.
 
   Anything else goes to lax.conv_general_dilated unchanged.
   """
@@ -66,7 +71,8 @@ def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
                for d in (lhs_dilation or ()) + (rhs_dilation or ())))
   kh, kw, cin, cout = rhs.shape if plain else (0,) * 4
   if plain and kh * kw > 1 and cin > IM2COL_MAX_IN_CHANNELS:
-    if tuple(window_strides) != (1, 1) and preferred_element_type is None:
+    if (tuple(window_strides) != (1, 1) and preferred_element_type is None and
+        lhs.shape[1] * lhs.shape[2] >= PHASE_GRAD_MIN_INPUT_PIXELS):
       return strided_conv(lhs, rhs, tuple(window_strides),
                           tuple(tuple(p) for p in padding), precision)
     plain = False
