@@ -155,7 +155,11 @@ def strided_input_grad(dy, w, x_shape, strides, padding, precision=None):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def strided_conv(x, w, strides, padding, precision=None):
-  """`_native` convolution whose input gradient is `strided_input_grad`."""
+  """`_native` convolution whose input gradient is `strided_input_grad`.
+
+  A jax.custom_vjp: reverse-mode only (jax.jvp through it raises); use
+  conv_impl='xla' where forward-mode derivatives are needed.
+  """
   return _native(x, w, strides, padding, precision)
 
 
