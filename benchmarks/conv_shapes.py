@@ -25,7 +25,6 @@ if __package__ in (None, ''):  # Run as a script: make the repo importable.
 from benchmarks import common
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
