@@ -34,6 +34,15 @@ NOMINAL_PEAK_TFLOPS = (
 )
 
 
+# XLA:CPU flags that keep convolutions out of YNNPACK (Eigen runs them) while
+# dots, elementwise fusions and reductions still go to YNNPACK: the fastest
+# setting of the ResNet step on the 2-core CPU (docs/benchmarks.md). Opt-in,
+# before JAX starts: XLA_FLAGS="$XLA_FLAGS <this>" python benchmarks/...
+CPU_FAST_XLA_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type='
+                      'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,'
+                      'LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE')
+
+
 # Benchmark models, shared by the JAX and PyTorch step benchmarks:
 # name -> (ResNet depth, image size); the CIFAR stem is used at <= 32 px.
 MODELS = {'r18_cifar32': (18, 32), 'r50_224': (50, 224), 'r18_16': (18, 16)}
@@ -74,7 +83,8 @@ def machine(**extra) -> dict:
   return dict(platform=device.platform, device_kind=device.device_kind,
               device_count=jax.device_count(), host_cores=usable_cores(),
               load_average_start=[round(x, 2) for x in LOAD_AT_START],
-              jax=jax.__version__, python=platform.python_version(), **extra)
+              jax=jax.__version__, python=platform.python_version(),
+              xla_flags=os.environ.get('XLA_FLAGS', ''), **extra)
 
 
 def stats(seconds) -> dict:

@@ -33,9 +33,10 @@ MODELS = common.MODELS
 if torch is not None:
 
   class Block(nn.Module):
-    """torchvision BasicBlock (expansion 1) or Bottleneck (expansion 4)."""
+    """torchvision BasicBlock (expansion 1) or Bottleneck (expansion 4);
+    `projection`: a strided 1x1 conv + BN shortcut instead of the identity."""
 
-    def __init__(self, cin, width, stride, bottleneck):
+    def __init__(self, cin, width, stride, bottleneck, projection):
       super().__init__()
       self.expansion = 4 if bottleneck else 1
       cout = width * self.expansion
@@ -49,7 +50,7 @@ if torch is not None:
           for i, o, k, s in shapes)
       self.bns = nn.ModuleList(nn.BatchNorm2d(o) for _, o, _, _ in shapes)
       self.shortcut = None
-      if stride != 1 or cin != cout:
+      if projection:
         self.shortcut = nn.Sequential(
             nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
@@ -62,7 +63,9 @@ if torch is not None:
       return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
 
   class ResNet(nn.Module):
-    """torchvision resnet18/50 layout with a width multiplier and CIFAR stem."""
+    """torchvision resnet18/50 layout with a width multiplier and CIFAR stem,
+    and the official SimCLR shortcuts (a projection in each group's first
+    block)."""
 
     def __init__(self, depth, width_multiplier=1.0, cifar_stem=False):
       super().__init__()
@@ -81,7 +84,10 @@ if torch is not None:
       for group, (count, width) in enumerate(zip(blocks, widths)):
         for i in range(count):
           stride = 2 if group > 0 and i == 0 else 1
-          layers.append(Block(cin, width, stride, bottleneck))
+          # As the project's ResNet (the official SimCLR code): every
+          # group's first block has a projection shortcut, also
+          # ResNet-18/34's block_group1, whose shape does not change.
+          layers.append(Block(cin, width, stride, bottleneck, i == 0))
           cin = width * layers[-1].expansion
       self.layers = nn.Sequential(*layers)
       self.out_dim = cin
