@@ -15,6 +15,7 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import conv_shapes
 from benchmarks import loss as loss_benchmark
 from benchmarks import report as report_script
 from benchmarks import torch_step
@@ -48,6 +49,12 @@ def test_train_step_benchmark(tmp_path):
   assert row['mfu_nominal'] is None  # No nominal peak for a CPU.
   (augment,) = report['device_augment']
   _positive(augment, 'views_per_s', 'gflop_per_view')
+
+
+def test_conv_shapes_benchmark(tmp_path):
+  report = _run(conv_shapes, tmp_path, '--no_torch')
+  for row in report['results']:
+    _positive(row, 'xla_ms', 'matmul_ms', 'xla_gflops', 'gflop')
 
 
 def test_loss_benchmark(tmp_path):
