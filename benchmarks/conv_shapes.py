@@ -17,7 +17,6 @@ not XLA's count.
 import argparse
 import os
 import sys
-import time
 
 if __package__ in (None, ''):  # Run as a script: make the repo importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,7 +25,6 @@ from benchmarks import common
 
 import jax
 from jax import lax
-import numpy as np
 
 from simclr_jax.models import conv as conv_lib
 from simclr_jax.models import resnet
@@ -57,16 +55,6 @@ def resnet18_cifar_shapes(width):
 def fixed_padding(kernel):
   total = kernel - 1
   return ((total // 2, total - total // 2),) * 2
-
-
-def time_min(run, repeats):
-  run()
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run()
-    seconds.append(time.perf_counter() - start)
-  return min(seconds), float(np.median(seconds))
 
 
 def jax_runner(impl, cin, cout, size, kernel, stride, batch):
@@ -142,7 +130,8 @@ def main(argv=None):
     best = {name: [] for name in runners}
     for _ in range(args.rounds):
       for name, (run, _) in runners.items():
-        best[name].append(time_min(run, args.repeats)[0])
+        best[name].append(common.time_windows(
+            run, warmup=1, repeats=args.repeats)['min_s'])
     for name, times in best.items():
       row[f'{name}_ms'] = 1e3 * min(times)
       row[f'{name}_gflops'] = flops / min(times) / 1e9

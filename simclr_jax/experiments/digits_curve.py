@@ -113,14 +113,10 @@ def plot(results, path):
     ax.plot([p['seconds'] for p in points],
             [100 * p['probe'][str(f)][0] for p in points], marker='o',
             label=f'{f:.0%} labels')
-  ax.set_xlabel('wall seconds (2 CPU cores)')
-  ax.set_ylabel('logistic probe test top-1 (%)')
-  ax.set_title(f'digits: probe accuracy during {results["config"]}')
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  digits_table.save_figure(
+      fig, ax, path, 'wall seconds (2 CPU cores)',
+      'logistic probe test top-1 (%)',
+      f'digits: probe accuracy during {results["config"]}')
 
 
 def main(argv):

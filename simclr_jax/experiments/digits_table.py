@@ -237,11 +237,19 @@ def plot(results, path):
   ax.set_xscale('log')
   ax.set_xticks([100 * f for f in fractions])
   ax.set_xticklabels([f'{f:.0%}' for f in fractions])
-  ax.set_xlabel('labelled fraction of the train split')
-  ax.set_ylabel('test top-1 accuracy (%)')
-  ax.set_title('digits: accuracy versus label fraction')
+  save_figure(fig, ax, path, 'labelled fraction of the train split',
+              'test top-1 accuracy (%)',
+              'digits: accuracy versus label fraction', legend_size=7)
+
+
+def save_figure(fig, ax, path, xlabel, ylabel, title, legend_size=8):
+  """Labels, grid and legend, then the PNG (the experiments' common style)."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=legend_size)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
