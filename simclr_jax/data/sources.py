@@ -3,7 +3,7 @@ and the shard each process reads.
 
   * any prepared tfds image classification dataset (never downloaded here);
   * 'digits': sklearn's digits as a tfds dataset, prepared on first use;
-  * 'folder:/path': the user's own JPEG/PNG files (see `FolderSplit`).
+  * 'folder:/path': the user's own JPEG/PNG files (see `_FolderSplit`).
 
 Every process reads one contiguous shard of a split. Small shards live in
 host memory and are addressed by index; large tfds shards are streamed from
