@@ -79,7 +79,9 @@ class Dataset:
     self.augment = augment.AugmentParams.from_config(config.augment)
     self.train_split = sources.open_train(config)
     evaluation = sources.open_eval(config)
-    self._eval = {config.eval_split: (evaluation, None)}
+    # Splits opened for evaluation, and this process's shard of each.
+    self._eval_splits = {config.eval_split: evaluation}
+    self._eval_shards = {}
     eval_source = str(config.eval_split)
     if sources.kind_and_root(config)[0] == 'folder' and (
         evaluation.directory == self.train_split.split.directory):
@@ -122,14 +124,13 @@ class Dataset:
                          batch_size=batch_size).as_numpy_iterator()
 
   def _eval_shard(self, split):
-    opened, shard = self._eval.get(split, (None, None))
-    if opened is None:
-      opened = sources.open_eval(self.config, split)
-    if shard is None:
-      shard = sources.shard_for_process(opened, self.process_index,
-                                        self.process_count)
-      self._eval[split] = (opened, shard)
-    return opened, shard
+    if split not in self._eval_splits:
+      self._eval_splits[split] = sources.open_eval(self.config, split)
+    opened = self._eval_splits[split]
+    if split not in self._eval_shards:
+      self._eval_shards[split] = sources.shard_for_process(
+          opened, self.process_index, self.process_count)
+    return opened, self._eval_shards[split]
 
   def eval_iter(self, split: Optional[str] = None):
     """One pass over this process's shard of a split (config.eval_split by
