@@ -78,7 +78,7 @@ def measure(name, width, batch_size, dtype, devices, *, warmup, repeats,
                           uint8=colors_on_device)
 
   start = time.perf_counter()
-  compiled = step.lower(state, batch, {}).compile()
+  compiled = step.lower(state, batch, {}, exp.schedule).compile()
   compile_s = time.perf_counter() - start
   flops = common.xla_cost(compiled) * len(devices)
   bytes_accessed = common.xla_cost(compiled, 'bytes accessed') * len(devices)
@@ -89,7 +89,8 @@ def measure(name, width, batch_size, dtype, devices, *, warmup, repeats,
 
     def window():
       for _ in range(steps):
-        live['state'], live['metrics'] = step(live['state'], batch, {})
+        live['state'], live['metrics'] = step(live['state'], batch, {},
+                                              exp.schedule)
       jax.block_until_ready(live['state'])
 
     timing = common.time_windows(window, warmup=warmup, repeats=repeats)

@@ -26,7 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
-from simclr_jax import configs
+from simclr_jax import configs, parallel
 from simclr_jax.errors import UserError
 
 CONFIG_FILE = 'config.json'
@@ -42,6 +42,9 @@ def make_manager(workdir: str, *, keep: int = 3, async_save: bool = True,
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=not read_only, read_only=read_only,
       enable_async_checkpointing=async_save)
+  # orbax's first step listing is a device collective (broadcast from
+  # process 0); processes that took unequal time to start meet first.
+  parallel.barrier('checkpoint_manager')
   # A registered handler (not just a name) lets a fresh manager read a step's
   # tree metadata, which weights-only loading needs on any device count.
   return ocp.CheckpointManager(
@@ -124,9 +127,7 @@ def _set_aside(manager: ocp.CheckpointManager, steps) -> None:
         target = aside / f'{step}.{time.strftime("%Y%m%d-%H%M%S")}'
       (epath.Path(manager.directory) / str(step)).rename(target)
       logging.error('Moved unreadable checkpoint step %d to %s.', step, target)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices('simclr_jax:set_aside_checkpoints')
+  parallel.barrier('set_aside_checkpoints')
   manager.reload()
 
 

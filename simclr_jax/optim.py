@@ -8,11 +8,13 @@ instead (`head_l2_penalty`), exactly as the official `add_weight_decay`.
 """
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
-from flax import traverse_util
+from flax import struct, traverse_util
 
 HEAD_NAMES = ('sup_head', 'probe_head')
 OPTIMIZERS = ('lars', 'momentum', 'adamw')
@@ -72,12 +74,35 @@ def schedule_steps(num_examples: int, batch_size: int, epochs: float,
   return total, min(warmup, total)
 
 
-def learning_rate_schedule(peak_lr: float, total_steps: int, warmup_steps: int):
-  """Linear warm-up from 0 to the peak, then cosine decay to 0 at the end."""
-  if warmup_steps <= 0:
-    return optax.cosine_decay_schedule(peak_lr, max(total_steps, 1))
-  return optax.warmup_cosine_decay_schedule(
-      0.0, peak_lr, warmup_steps, max(total_steps, warmup_steps + 1), 0.0)
+@struct.dataclass
+class Schedule:
+  """Linear warm-up from 0 to `peak`, then cosine decay to 0 at `total_steps`.
+
+  Its numbers are arrays, passed to the compiled train step as an argument:
+  runs that differ only in length, warm-up or learning rate (a sweep, a
+  resumed run given more steps) share one compiled program and the
+  persistent compile cache. Written out rather than optax's
+  warmup_cosine_decay_schedule, which checks its step counts in Python and
+  so cannot take them as arrays; the values are the same.
+  """
+  peak: Any
+  total_steps: Any
+  warmup_steps: Any
+
+  @classmethod
+  def create(cls, peak_lr: float, total_steps: int, warmup_steps: int):
+    return cls(*(np.float32(v) for v in (peak_lr, total_steps, warmup_steps)))
+
+  def __call__(self, step):
+    step = jnp.asarray(step, jnp.float32)
+    warmup = self.warmup_steps
+    # optax's decay_steps: max(total, warmup + 1), i.e. max(total, 1) without
+    # warm-up.
+    total = jnp.maximum(self.total_steps, warmup + 1)
+    rising = self.peak * step / jnp.maximum(warmup, 1)
+    progress = jnp.clip((step - warmup) / (total - warmup), 0, 1)
+    falling = self.peak * 0.5 * (1 + jnp.cos(jnp.pi * progress))
+    return jnp.where(step < warmup, rising, falling)
 
 
 def make_optimizer(train_config, schedule, params, trainable=None):

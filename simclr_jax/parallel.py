@@ -14,6 +14,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from simclr_jax.errors import UserError
+
 DATA_AXIS = 'batch'
 
 
@@ -51,6 +53,15 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
   elif auto and int(env.get('SLURM_NTASKS', '2')) > 1:
     jax.distributed.initialize(initialization_timeout=initialization_timeout,
                                heartbeat_timeout_seconds=heartbeat_timeout)
+  if (jax.process_count() > 1 and jax.devices()[0].platform == 'cpu'
+      and jax.local_device_count() > 1):
+    # XLA:CPU's gloo collectives deadlock within tens of steps when a process
+    # holds several devices (docs/architecture.md, "Several processes").
+    raise UserError(
+        f'{jax.local_device_count()} CPU devices in each of '
+        f'{jax.process_count()} processes: CPU runs over several processes '
+        'need one device per process. Drop '
+        '--xla_force_host_platform_device_count from XLA_FLAGS (or set it to 1).')
   if jax.process_count() > 1:
     logging.info('JAX process %d of %d; %d local devices, %d global devices (%s).',
                  jax.process_index(), jax.process_count(),
@@ -119,9 +130,14 @@ _barrier_count = 0
 def barrier(name: str, timeout_s: int = 1800) -> None:
   """Waits until every process gets here (coordination service, not a
   device collective, so its timeout is ours rather than the collectives').
+
+  Called before the first collective over each group of devices: on CPU,
+  gloo sets up a group's communicator at its first collective and gives the
+  other processes only 30 s to arrive, after which the process fails and
+  then hangs at exit. Later collectives on the group wait as long as needed.
   JAX exposes the coordination client only in jax._src.distributed; the
-  public multihost_utils.sync_global_devices is a device collective, which
-  gloo times out after 30 s while a slower host still compiles."""
+  public multihost_utils.sync_global_devices is itself a device collective.
+  """
   global _barrier_count
   if jax.process_count() == 1:
     return

@@ -163,6 +163,10 @@ class Preemption:
   def stop_before_start(self, start_step: int, directory) -> bool:
     """A request during start-up: stop before any step (nothing new to save)."""
     if self.multiprocess:
+      # The first collective over the whole mesh: processes that took
+      # unequal time to build and restore meet first (parallel.barrier).
+      from simclr_jax import parallel  # pylint: disable=g-import-not-at-top
+      parallel.barrier('before_first_step')
       stopping = self._agreed(start_step,
                               self._read(self._dispatch_agreement()))
     else:

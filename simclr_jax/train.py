@@ -13,7 +13,7 @@ import contextlib
 import copy
 import dataclasses
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -64,8 +64,10 @@ class Experiment:
   mesh: Any
   total_steps: int = 0
   warmup_steps: int = 0
-  schedule: Any = None
-  optimizer: Optional[optax.GradientTransformation] = None
+  schedule: Optional[optim.Schedule] = None
+  # The run's optimizer for a schedule: the train step builds it from the
+  # schedule it receives as arrays (optim.Schedule), the init from its own.
+  optimizer: Optional[Callable[[optim.Schedule], optax.GradientTransformation]] = None
   # Shapes of the model's variables ({'params', 'batch_stats'}).
   abstract_variables: Any = None
   init_weights: Optional[dict] = None
@@ -125,19 +127,20 @@ def build_experiment(config, workdir: Optional[str] = None) -> Experiment:
                                     config.train.batch_size,
                                     config.train.lr_scaling)
   exp.total_steps, exp.warmup_steps = total, warmup
-  exp.schedule = optim.learning_rate_schedule(peak, total, warmup)
+  exp.schedule = optim.Schedule.create(peak, total, warmup)
   exp.abstract_variables = jax.eval_shape(
       lambda: _init_variables(task.model, config.image_size,
                               jax.random.key(config.seed)))
   params = exp.abstract_variables['params']
-  exp.optimizer = optim.make_optimizer(config.train, exp.schedule, params,
-                                       task.trainable(params))
+  trainable = task.trainable(params)
+  exp.optimizer = lambda schedule: optim.make_optimizer(
+      config.train, schedule, params, trainable)
   return exp
 
 
 def create_train_state(exp: Experiment) -> TrainState:
   """Initialises (or loads init_checkpoint into) a state replicated on the mesh."""
-  config, task, tx = exp.config, exp.task, exp.optimizer
+  config, task, tx = exp.config, exp.task, exp.optimizer(exp.schedule)
   rng = jax.random.key(config.seed)
 
   def init(init_params, init_stats):
@@ -169,15 +172,16 @@ def create_train_state(exp: Experiment) -> TrainState:
 def make_train_step(exp: Experiment):
   """The per-device step, wrapped in jit(shard_map) with the state donated.
 
-  Called as step(state, batch, frozen) with frozen = the task's
-  `frozen_variables()` replicated on the mesh.
+  Called as step(state, batch, frozen, schedule) with frozen = the task's
+  `frozen_variables()` replicated on the mesh and schedule = exp.schedule.
   """
-  config, task, tx = exp.config, exp.task, exp.optimizer
+  config, task = exp.config, exp.task
   model = task.model
   # Official LARS runs: the linear heads get L2 in the loss, not in LARS.
   head_l2 = config.train.weight_decay if config.train.optimizer == 'lars' else 0.
 
-  def step(state: TrainState, batch, frozen):
+  def step(state: TrainState, batch, frozen, schedule: optim.Schedule):
+    tx = exp.optimizer(schedule)
     images = task.device_views(batch['images'], config.seed, state.step)
     b, views = images.shape[:2]
     # View-major: [all first views; all second views], as the official code.
@@ -218,11 +222,11 @@ def make_train_step(exp: Experiment):
         in_grad=jnp.where(ok, seen.in_grad, finite_loss))
     kept = kept.replace(step=state.step + 1, nonfinite=nonfinite)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
-                   learning_rate=exp.schedule(state.step),
+                   learning_rate=schedule(state.step),
                    param_norm=optax.tree.norm(params))
     return kept, metrics
 
-  return parallel.shard_step(step, exp.mesh, batch_argnums=(1,), num_args=3,
+  return parallel.shard_step(step, exp.mesh, batch_argnums=(1,), num_args=4,
                              donate_argnums=(0,))
 
 
@@ -354,6 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                  dataset=exp.dataset,
                                  logits_key=task.logits_key)
   frozen = parallel.replicate(exp.mesh, task.frozen_variables())
+  schedule = parallel.replicate(exp.mesh, exp.schedule)
   hooks = []
   progress = Progress(total, writer if is_main else None)
   if is_main and config.train.profile:
@@ -369,7 +374,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     preempted = stopper.stop_before_start(start_step, manager.directory)
     for step in range(start_step + 1, total + 1) if not preempted else ():
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        state, metrics = train_step(state, next(batches), frozen)
+        state, metrics = train_step(state, next(batches), frozen, schedule)
       window.append(metrics)
       for hook in hooks:
         hook(step)

@@ -51,7 +51,8 @@ def main():
     local = {k: v[lo:lo + b] for k, v in global_batch.items()}
     if step == args.die_after:
       os._exit(3)  # pylint: disable=protected-access
-    state, metrics = step_fn(state, parallel.global_batch(exp.mesh, local), {})
+    state, metrics = step_fn(state, parallel.global_batch(exp.mesh, local), {},
+                             exp.schedule)
     # This process's own copy of the replicated parameters.
     leaves = [np.asarray(x.addressable_data(0)) for x in
               jax.tree.leaves(state.params)]

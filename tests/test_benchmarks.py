@@ -110,12 +110,12 @@ def test_train_step_compiles_once_donates_and_keeps_fp32_weights():
   batch = train_step.synthetic_batch(exp.mesh, 8, config.image_size)
   with warnings.catch_warnings():
     warnings.filterwarnings('error', message='.*donat.*')
-    first, _ = step(state, batch, {})
-    second, metrics = step(first, batch, {})
+    first, _ = step(state, batch, {}, exp.schedule)
+    second, metrics = step(first, batch, {}, exp.schedule)
   # Compiled once, ahead of time: other shapes are refused, never recompiled.
-  with pytest.raises(TypeError):
+  with pytest.raises(TypeError, match='compiled with float32.8,2,16,16,3'):
     step(second, train_step.synthetic_batch(exp.mesh, 16, config.image_size),
-         {})
+         {}, exp.schedule)
   assert all(leaf.is_deleted() for leaf in jax.tree.leaves(first.params))
   assert {leaf.dtype for leaf in jax.tree.leaves(second.params)} == {
       np.dtype('float32')}

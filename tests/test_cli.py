@@ -9,6 +9,7 @@ import pytest
 
 from simclr_jax import configs
 from simclr_jax.errors import EXIT_USAGE, UserError
+from tiny import PROCESS_TIMEOUT_S
 
 # (extra arguments, text the error line must contain)
 MISTAKES = {
@@ -38,7 +39,7 @@ def test_each_mistake_is_one_line_and_exit_2(data_dir, tmp_path):
                                     stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE), workdir)
   for name, (proc, workdir) in procs.items():
-    _, stderr = proc.communicate(timeout=300)
+    _, stderr = proc.communicate(timeout=PROCESS_TIMEOUT_S)
     expected = MISTAKES[name][1]
     lines = stderr.strip().splitlines()
     errors = [l for l in lines if l.startswith('simclr-jax: error: ')]
@@ -55,7 +56,7 @@ def test_traceback_on_request(data_dir, tmp_path):
        '--verbosity=1', f'--config.data_dir={data_dir}',
        '--config.train.temperature=-1.0'],
       cwd=tmp_path, env=dict(os.environ, JAX_PLATFORMS='cpu'),
-      capture_output=True, text=True, timeout=300)
+      capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)
   assert proc.returncode != 0
   assert 'Traceback' in proc.stderr and 'ConfigError' in proc.stderr
 

@@ -168,7 +168,7 @@ def test_tpu_sweep_never_shares_a_pod(capsys, monkeypatch):
   assert len(lines) == 3
   shards = []
   for i, line in enumerate(lines):
-    assert f'launch/tpu_pod.py create setup queue' in line
+    assert 'launch/tpu_pod.py create setup queue' in line
     assert f'--name=simclr-{i} ' in line and line.count('--name=') == 1
     assert f'--shard={i} --num_shards=3' in line
     # What that prints: the pod's own queue, in the background.

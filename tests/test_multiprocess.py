@@ -1,7 +1,9 @@
 """Multi-host training proven with real processes on localhost (gloo CPU
-collectives): identical parameters everywhere, equal to one process with the
-same number of devices, checkpoints portable between 1 and 2 processes, and a
-dying process makes the others fail instead of hanging."""
+collectives, one CPU device per process: XLA:CPU's gloo collectives deadlock
+with several devices per process, which the trainer refuses): identical
+parameters everywhere, equal to one process with the same number of devices,
+checkpoints portable between 1 and 2 processes, and a dying process makes the
+others fail instead of hanging."""
 
 import json
 import os
@@ -12,7 +14,7 @@ import sys
 import pytest
 
 from simclr_jax.configs import digits
-from tiny import open_data
+from tiny import PROCESS_TIMEOUT_S, open_data
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -30,7 +32,8 @@ def _env(devices_per_process):
   return env
 
 
-def _launch(cmd_for, num_processes, devices_per_process, timeout=240):
+def _launch(cmd_for, num_processes, devices_per_process,
+            timeout=PROCESS_TIMEOUT_S):
   procs = [subprocess.Popen(cmd_for(i), cwd=REPO, env=_env(devices_per_process),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True) for i in range(num_processes)]
@@ -41,7 +44,9 @@ def _launch(cmd_for, num_processes, devices_per_process, timeout=240):
     except subprocess.TimeoutExpired:
       for q in procs:
         q.kill()
-      raise
+      tails = [q.communicate()[0][-2000:] for q in procs]
+      pytest.fail(f'No exit within {timeout} s; the processes printed:\n' +
+                  '\n'.join(f'--- process {i}:\n{t}' for i, t in enumerate(tails)))
   return [p.returncode for p in procs], outs
 
 
@@ -65,10 +70,9 @@ def _worker(tmp_path, data_dir, n, port, extra=()):
 
 @pytest.mark.parametrize('num_processes', [2, 4])
 def test_processes_agree_with_single_process(tmp_path, data_dir, num_processes):
-  total_devices = 4
-  per = total_devices // num_processes
+  total_devices = num_processes
   codes, outs = _launch(_worker(tmp_path, data_dir, num_processes, _free_port()),
-                        num_processes, per)
+                        num_processes, 1)
   assert codes == [0] * num_processes, outs
   runs = [json.load(open(f'{tmp_path}/p{num_processes}_{i}.json'))
           for i in range(num_processes)]
@@ -103,12 +107,12 @@ def _main_cmd(workdir, data_dir, steps, n=1, port=0):
 def test_checkpoints_move_between_process_counts(tmp_path, data_dir):
   # 2 processes write step 2; 1 process resumes to 4; 2 processes resume to 6.
   workdir = tmp_path / 'run'
-  codes, outs = _launch(_main_cmd(workdir, data_dir, 2, 2, _free_port()), 2, 2)
+  codes, outs = _launch(_main_cmd(workdir, data_dir, 2, 2, _free_port()), 2, 1)
   assert codes == [0, 0], outs[0][-3000:]
-  codes, outs = _launch(_main_cmd(workdir, data_dir, 4), 1, 4)
+  codes, outs = _launch(_main_cmd(workdir, data_dir, 4), 1, 2)
   assert codes == [0], outs[0][-3000:]
   assert 'Resumed from' in outs[0] and 'at step 2' in outs[0]
-  codes, outs = _launch(_main_cmd(workdir, data_dir, 6, 2, _free_port()), 2, 2)
+  codes, outs = _launch(_main_cmd(workdir, data_dir, 6, 2, _free_port()), 2, 1)
   assert codes == [0, 0], outs[0][-3000:]
   assert 'at step 4' in outs[0]
   assert os.path.isdir(workdir / 'checkpoints' / '6')
@@ -119,6 +123,15 @@ def test_dead_process_fails_the_others(tmp_path, data_dir):
   cmd = _worker(tmp_path, data_dir, 2, port, ['--steps=50'])
   def cmd_with_death(i):
     return cmd(i) + (['--die_after=1'] if i == 1 else [])
-  codes, outs = _launch(cmd_with_death, 2, 2, timeout=150)
+  codes, outs = _launch(cmd_with_death, 2, 1)
   assert codes[1] == 3
   assert codes[0] != 0, outs[0][-2000:]
+
+
+def test_several_cpu_devices_per_process_are_refused(tmp_path, data_dir):
+  codes, outs = _launch(_main_cmd(tmp_path / 'run', data_dir, 2, 2, _free_port()),
+                        2, 2)
+  assert codes == [2, 2], outs[0][-3000:]
+  for out in outs:
+    assert 'need one device per process' in out and 'Traceback' not in out, out
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')

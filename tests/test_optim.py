@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from flax import traverse_util
 
@@ -98,7 +99,7 @@ def test_schedule_warmup_peak_end():
   total, warmup = optim.schedule_steps(1_281_167, 4096, 100, 10)
   assert total == 1_281_167 * 100 // 4096 + 1
   assert warmup == round(10 * 1_281_167 // 4096)
-  sched = optim.learning_rate_schedule(4.8, total, warmup)
+  sched = optim.Schedule.create(4.8, total, warmup)
   assert float(sched(0)) == 0.0
   np.testing.assert_allclose(float(sched(warmup // 2)), 4.8 * (warmup // 2) / warmup,
                              rtol=1e-5)
@@ -109,7 +110,23 @@ def test_schedule_warmup_peak_end():
   # Fixed number of steps, no warm-up.
   total, warmup = optim.schedule_steps(1000, 100, 10, 0, steps=7)
   assert (total, warmup) == (7, 0)
-  assert float(optim.learning_rate_schedule(1.0, 7, 0)(0)) == 1.0
+  assert float(optim.Schedule.create(1.0, 7, 0)(0)) == 1.0
+
+
+@pytest.mark.parametrize('peak,total,warmup', [
+    (4.8, 31_276, 3_127), (1.0, 7, 0), (0.3, 100, 100), (0.5, 393, 39),
+    (2.0, 1, 0)])
+def test_schedule_equals_optax(peak, total, warmup):
+  ours = optim.Schedule.create(peak, total, warmup)
+  if warmup:
+    theirs = optax.warmup_cosine_decay_schedule(0.0, peak, warmup,
+                                                max(total, warmup + 1), 0.0)
+  else:
+    theirs = optax.cosine_decay_schedule(peak, max(total, 1))
+  steps = np.unique(np.r_[np.arange(min(total + 5, 300)),
+                          np.linspace(0, total + 10, 200).astype(int)])
+  np.testing.assert_allclose(jax.vmap(ours)(steps), jax.vmap(theirs)(steps),
+                             rtol=0, atol=3e-7 * peak)
 
 
 def test_head_l2_penalty_only_on_head_kernels():

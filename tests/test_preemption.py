@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from simclr_jax import checkpoint, preemption, train
-from tiny import open_data, tiny_config
+from tiny import PROCESS_TIMEOUT_S, open_data, tiny_config
 
 pytestmark = pytest.mark.filterwarnings(
     'ignore::pytest.PytestUnraisableExceptionWarning')
@@ -79,9 +79,9 @@ def _in_step(monkeypatch, sig, at_step):
   def make_train_step(exp):
     step_fn = real(exp)
 
-    def wrapped(state, batch, teacher):
+    def wrapped(state, batch, teacher, schedule):
       step = int(jax.device_get(state.step)) + 1   # Read before it is donated.
-      out = step_fn(state, batch, teacher)
+      out = step_fn(state, batch, teacher, schedule)
       if step == at_step:
         _kill(sig)
       return out
@@ -248,13 +248,13 @@ def test_command_line_ctrl_c_at_startup_exits_preempted(data_dir, tmp_path):
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
   try:
-    deadline = time.time() + 300
+    deadline = time.time() + PROCESS_TIMEOUT_S
     while not (workdir / 'config.json').exists():
       assert proc.poll() is None and time.time() < deadline, (
           log_path.read_text()[-3000:])
       time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=300)
+    proc.wait(timeout=PROCESS_TIMEOUT_S)
   finally:
     if proc.poll() is None:
       proc.kill()
@@ -283,10 +283,10 @@ MP_STEPS = 24
 
 
 def _start_processes(workdir, data_dir, tag):
-  """The same command on 2 processes of 2 CPU devices each."""
+  """The same command on 2 processes of 1 CPU device each."""
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+             XLA_FLAGS='--xla_force_host_platform_device_count=1')
   procs, logs = [], []
   for i in range(2):
     logs.append(f'{workdir}.{tag}.{i}.log')
@@ -305,7 +305,7 @@ def _start_processes(workdir, data_dir, tag):
   return procs, logs
 
 
-def _wait_all(procs, logs, timeout=400):
+def _wait_all(procs, logs, timeout=PROCESS_TIMEOUT_S):
   try:
     for p in procs:
       p.wait(timeout=timeout)

@@ -18,7 +18,7 @@ import shlex
 import subprocess
 import sys
 
-import pytest
+from tiny import PROCESS_TIMEOUT_S
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, 'README.md')
@@ -110,7 +110,7 @@ def test_walkthrough_runs_as_written(tmp_path, data_dir, capsys):
     for argv in shell_commands(code):
       command = quick(argv, tmp_root, data_dir)
       proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=600)
+                            text=True, timeout=PROCESS_TIMEOUT_S)
       assert proc.returncode == 0, (shlex.join(command), proc.stderr[-3000:])
       stage = stage_of(argv)
       workdir = next(a.split('=', 1)[1] for a in command

@@ -18,7 +18,7 @@ import pytest
 
 from simclr_jax import checkpoint, config_validation, preemption, train
 from simclr_jax.config_validation import ConfigError
-from tiny import tiny_config
+from tiny import PROCESS_TIMEOUT_S, tiny_config
 
 # Orbax's asyncio loop complains (later, at garbage collection) on its way out
 # of a failed read of a corrupt checkpoint; harmless.
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings(
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 14         # of the command-line runs; every step is checkpointed.
-RUN_TIMEOUT = 300
+RUN_TIMEOUT = PROCESS_TIMEOUT_S
 
 
 # ---------------------------------------------------------------------------

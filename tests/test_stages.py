@@ -127,7 +127,8 @@ def test_memory_queue_fills_and_rotates(data_dir):
               'label_mask': np.ones(32, np.float32)} for _ in range(3)]
   queues = []
   for i, b in enumerate(batches):
-    state, _ = step(state, parallel.global_batch(exp.mesh, b), {})
+    state, _ = step(state, parallel.global_batch(exp.mesh, b), {},
+                    exp.schedule)
     memory = jax.device_get(state.memory)
     queues.append(memory['queue'])
     assert int(memory['filled']) == min(32 * (i + 1), 80)

@@ -13,7 +13,7 @@ import pytest
 
 from simclr_jax import parallel, train
 from simclr_jax.config_validation import ConfigError
-from tiny import tiny_config
+from tiny import PROCESS_TIMEOUT_S, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +35,8 @@ def test_sharded_step_equals_one_device(data_dir):
     exp_n = dataclasses.replace(exp, mesh=parallel.make_mesh(jax.devices()[:n]))
     state = train.create_train_state(exp_n)
     step = train.make_train_step(exp_n)
-    new_state, metrics = step(state, parallel.global_batch(exp_n.mesh, batch), {})
+    new_state, metrics = step(state, parallel.global_batch(exp_n.mesh, batch),
+                              {}, exp_n.schedule)
     results[n] = (jax.device_get(metrics), _flat(new_state.params),
                   _flat(new_state.batch_stats))
   metrics_1, params_1, stats_1 = results[1]
@@ -53,6 +54,25 @@ def test_sharded_step_equals_one_device(data_dir):
   # The step moved the weights (not a vacuous comparison).
   init = _flat(train.create_train_state(exp).params)
   assert max(np.abs(a - b).max() for a, b in zip(params_1, init)) > 1e-4
+
+
+def test_schedule_is_an_argument_of_one_compiled_step(data_dir):
+  """Runs that differ in length, warm-up or learning rate lower to the same
+  program (so they share the compile cache) and get their own schedule."""
+  steps = []
+  for train_overrides in ({'steps': 6}, {'steps': 400, 'warmup_epochs': 1.0,
+                                         'learning_rate': 2.0}):
+    exp = train.build_experiment(tiny_config(data_dir, **train_overrides))
+    state = jax.eval_shape(lambda e=exp: train.create_train_state(e))
+    batch = {'images': jax.ShapeDtypeStruct((32, 2, 16, 16, 3), np.float32),
+             'labels': jax.ShapeDtypeStruct((32,), np.int32),
+             'label_mask': jax.ShapeDtypeStruct((32,), np.float32)}
+    lowered = train.make_train_step(exp).lower(state, batch, {}, exp.schedule)
+    steps.append((exp.schedule, lowered.as_text()))
+  (short, text_short), (long, text_long) = steps
+  assert text_short == text_long
+  assert float(short.total_steps) == 6 and float(long.total_steps) == 400
+  assert float(long.warmup_steps) > 0 and float(long.peak) > float(short.peak)
 
 
 def test_pretrain_end_to_end_and_resume(data_dir, tmp_path):
@@ -108,7 +128,8 @@ def test_cli_runs_pretraining_from_any_directory(data_dir, tmp_path):
        '--config=configs/digits.py:runlocal', '--workdir=runs/cli',
        f'--config.data_dir={data_dir}', '--config.model.width_multiplier=0.125',
        '--config.train.batch_size=16', '--config.train.steps=2'],
-      cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+      cwd=elsewhere, env=env, capture_output=True, text=True,
+      timeout=PROCESS_TIMEOUT_S)
   assert proc.returncode == 0, proc.stderr[-3000:]
   workdir = elsewhere / 'runs' / 'cli'
   assert os.path.isdir(workdir / 'checkpoints' / '2')
@@ -121,7 +142,8 @@ def test_cli_runs_pretraining_from_any_directory(data_dir, tmp_path):
   export = subprocess.run(
       [sys.executable, '-m', 'simclr_jax.main', 'export',
        '--workdir=runs/cli', '--output=exports/cli'],
-      cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+      cwd=elsewhere, env=env, capture_output=True, text=True,
+      timeout=PROCESS_TIMEOUT_S)
   assert export.returncode == 0, export.stderr[-3000:]
   assert os.path.isfile(elsewhere / 'exports' / 'cli' / 'model_config.json')
 

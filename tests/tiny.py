@@ -6,6 +6,11 @@ import copy
 from simclr_jax import configs, data, tasks
 from simclr_jax.configs import digits
 
+# Seconds before a test gives up on a subprocess: only a hang detector. A
+# cold-cache run under the suite's load takes minutes on a slow 2-core
+# machine, so the limit is far above that rather than near it.
+PROCESS_TIMEOUT_S = 900
+
 
 def tiny_config(data_dir, mode='pretrain', **train_overrides):
   config = digits.get_config('runlocal')
