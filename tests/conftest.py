@@ -48,18 +48,18 @@ def data_dir(tmp_path_factory):
 # on a busy 2-core machine (only their order matters); files not listed
 # count as short and keep their alphabetical order after the listed ones.
 FILE_SECONDS = {
-    'test_multiprocess.py': 620,
-    'test_preemption.py': 430,
-    'test_official_import.py': 250,
-    'test_readme.py': 250,
-    'test_stages.py': 195,
-    'test_reliability.py': 170,
-    'test_experiments.py': 125,
-    'test_train.py': 115,
+    'test_multiprocess.py': 330,
+    'test_preemption.py': 290,
+    'test_readme.py': 155,
+    'test_stages.py': 190,
+    'test_official_import.py': 150,
+    'test_train.py': 140,
+    'test_experiments.py': 110,
+    'test_reliability.py': 95,
     'test_models.py': 95,
-    'test_benchmarks.py': 65,
-    'test_data.py': 47,
-    'test_export.py': 45,
+    'test_benchmarks.py': 45,
+    'test_export.py': 40,
+    'test_data.py': 40,
 }
 
 
