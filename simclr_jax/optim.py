@@ -83,7 +83,7 @@ class Schedule:
   resumed run given more steps) share one compiled program and the
   persistent compile cache. Written out rather than optax's
   warmup_cosine_decay_schedule, which checks its step counts in Python and
-  so cannot take them as arrays; the values are the same.
+  so cannot take them as arrays; the values are the same to float rounding.
   """
   peak: Any
   total_steps: Any

@@ -13,7 +13,7 @@ not). Writes curve.json, curve.md and curve.png into the workdir, or into
 --output_dir. `--quick` is a smoke test.
 """
 
-import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -21,16 +21,18 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from simclr_jax import checkpoint, data, train
+from simclr_jax import checkpoint, configs, data, train
 from simclr_jax.experiments import digits_table
 
 FLAGS = flags.FLAGS
 
 
-
 def _load_config(spec):
-  name, _, arg = spec.partition(':')
-  module = importlib.import_module(f'simclr_jax.configs.{name}')
+  """'name-or-path[:arg]' as --config takes it (configs.find names a typo)."""
+  path, _, arg = configs.find(spec).partition(':')
+  module_spec = importlib.util.spec_from_file_location('curve_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
   return module.get_config(arg or None)
 
 
